@@ -64,11 +64,13 @@ def _check_matrix(name: str, m: Tensor, rows: int, cols: int) -> None:
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
-def to_homogeneous(m: Tensor) -> Tensor:
+def to_homogeneous(m: Tensor, name: str = "matrix") -> Tensor:
     """Pad a ``(..., 3, 4)`` matrix with the row ``[0, 0, 0, 1]`` to ``(..., 4, 4)``."""
-    if m.shape[-2:] == (4, 4):
+    if m.ndim >= 2 and m.shape[-2:] == (4, 4):
         return m
-    _check_matrix("matrix", m, 3, 4)
+    if m.ndim < 2 or m.shape[-2:] != (3, 4):
+        raise ValueError(f"{name} must have shape (..., 4, 4) or (..., 3, 4), got {tuple(m.shape)}")
+    _check_matrix(name, m, 3, 4)
     bottom = torch.zeros(*m.shape[:-2], 1, 4, dtype=m.dtype, device=m.device)
     bottom[..., 0, 3] = 1.0
     return torch.cat([m, bottom], dim=-2)
@@ -76,7 +78,7 @@ def to_homogeneous(m: Tensor) -> Tensor:
 
 def invert_rigid(m: Tensor, name: str = "pose") -> Tensor:
     """Invert ``(..., 4, 4)`` rigid (or similarity) transforms; raise on singular ones."""
-    m = to_homogeneous(m)
+    m = to_homogeneous(m, name)
     det = torch.linalg.det(m[..., :3, :3].double())
     if (det.abs() < 1e-9).any():
         bad = torch.nonzero(det.abs() < 1e-9).flatten().tolist()
@@ -174,7 +176,7 @@ class Cameras:
 
     def __post_init__(self) -> None:
         self.c2w = to_homogeneous(torch.as_tensor(self.c2w, dtype=torch.float32)
-                                  if not isinstance(self.c2w, Tensor) else self.c2w)
+                                  if not isinstance(self.c2w, Tensor) else self.c2w, "Cameras.c2w")
         _check_matrix("Cameras.c2w", self.c2w, 4, 4)
         if not isinstance(self.K, Tensor):
             self.K = torch.as_tensor(self.K, dtype=self.c2w.dtype)
