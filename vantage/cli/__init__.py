@@ -1,0 +1,1 @@
+"""The ``vantage`` command-line interface (entry point: :func:`vantage.cli.main.main`)."""
