@@ -1,0 +1,229 @@
+"""Tar shards: round trip, exactly-once splitting across ranks x workers, errors naming files."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from vantage.data.pairs import ClipTooShortError, PairSampler
+from vantage.data.shards import INDEX_NAME, ShardDataset, ShardError, read_index, shard_name, write_shards
+from vantage.data.testing import ToyDataset
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return ToyDataset(7, [3, 5, 4, 6, 3, 2, 5], resolution=8, seed=1)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, toy):
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(toy, out, shard_size=3, progress=False)
+    return out
+
+
+def names_of(items):
+    return [o.name for o in items]
+
+
+def consume(ds: ShardDataset, workers: int):
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda x: x)
+    return list(dl)
+
+
+def test_round_trip_equal(shards, toy):
+    folder, index = read_index(shards)
+    assert index["num_samples"] == 7 and [s["count"] for s in index["shards"]] == [3, 3, 1]
+    assert [s["file"] for s in index["shards"]] == [shard_name(i) for i in range(3)]
+    assert index["resolution"] == [8, 8] and index["version"] == 1 and index["has_depth"]
+    objs = list(ShardDataset(shards))
+    assert names_of(objs) == [toy.scene_name(i) for i in range(7)]
+    for i, o in enumerate(objs):
+        src = toy.load(i)
+        assert torch.equal(o.images, src.images)  # exact: 8-bit PNG of 8-bit values
+        assert torch.equal(o.masks, src.masks)
+        assert (o.depth - src.depth).abs().max() <= src.depth.max() / 65535
+        assert torch.equal(o.cameras.c2w, src.cameras.c2w) and torch.equal(o.cameras.K, src.cameras.K)
+        assert torch.equal(o.view_ids, src.view_ids)
+        assert o.meta["toy_index"] == i and o.meta["sample_index"] == i
+
+
+def test_round_trip_without_masks_depth_and_shuffled_write(tmp_path):
+    toy = ToyDataset(5, 4, resolution=6, layout="hemisphere", with_masks=False, with_depth=False)
+    index = write_shards(toy, tmp_path, shard_size=2, progress=False, shuffle_seed=3)
+    assert not index["has_masks"] and not index["has_depth"]
+    objs = list(ShardDataset(tmp_path))
+    src_order = [o.meta["source_index"] for o in objs]
+    assert sorted(src_order) == list(range(5)) and src_order != list(range(5))
+    for o in objs:
+        src = toy.load(o.meta["source_index"])
+        assert o.masks is None and o.depth is None and o.name == src.name
+        assert torch.equal(o.images, src.images) and torch.equal(o.cameras.c2w, src.cameras.c2w)
+
+
+def test_parallel_writer_gives_identical_shards(tmp_path, toy):
+    write_shards(toy, tmp_path / "a", shard_size=3, progress=False)
+    write_shards(toy, tmp_path / "b", shard_size=3, progress=False, num_workers=2)
+    for i in range(3):
+        assert (tmp_path / "a" / shard_name(i)).read_bytes() == (tmp_path / "b" / shard_name(i)).read_bytes()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_exactly_once_per_epoch(shards, toy, world, workers):
+    # 7 samples in 3 shards: with 3 ranks x 2 workers there are more consumers than shards.
+    for epoch in (0, 1):
+        seen, per_rank = [], []
+        for rank in range(world):
+            ds = ShardDataset(shards, shuffle=True, seed=4, rank=rank, world_size=world, shuffle_buffer=2)
+            ds.set_epoch(epoch)
+            got = names_of(consume(ds, workers))
+            assert len(got) == len(ds)
+            per_rank.append(len(got))
+            seen += got
+        assert Counter(seen) == Counter(toy.scene_name(i) for i in range(7)), (world, workers, epoch)
+        assert max(per_rank) - min(per_rank) <= 1
+
+
+def test_plan_partitions_samples_for_many_consumers(shards):
+    ds = ShardDataset(shards, shuffle=True, seed=0)
+    for world in (1, 2, 3, 5):
+        for workers in (1, 2, 4):
+            seen = Counter()
+            for r in range(world):
+                for w in range(workers):
+                    for s, lo, hi in ds.plan(2, r, world, w, workers):
+                        seen.update((s, k) for k in range(lo, hi))
+            assert set(seen.values()) == {1} and len(seen) == 7
+
+
+def test_drop_last_equal_counts(shards):
+    counts, seen = [], []
+    for rank in range(3):
+        ds = ShardDataset(shards, rank=rank, world_size=3, drop_last=True)
+        got = names_of(ds)
+        counts.append(len(got))
+        seen += got
+    assert counts == [2, 2, 2] and len(set(seen)) == 6
+
+
+def test_shuffle_by_epoch(shards):
+    ds = ShardDataset(shards, shuffle=True, seed=0, shuffle_buffer=4)
+    orders = []
+    for e in (0, 0, 1, 2):
+        ds.set_epoch(e)
+        orders.append(names_of(ds))
+    assert orders[0] == orders[1] and sorted(orders[2]) == sorted(orders[0])
+    assert orders[2] != orders[0] or orders[3] != orders[0]
+
+
+def test_repeat_continues_with_next_epoch(shards):
+    ds = ShardDataset(shards, shuffle=True, seed=0, repeat=True, rank=1, world_size=2)
+    one = ShardDataset(shards, shuffle=True, seed=0, rank=1, world_size=2)
+    expect = []
+    for e in (0, 1, 2):
+        one.set_epoch(e)
+        expect += names_of(one)
+    it = iter(ds)
+    assert [next(it).name for _ in expect] == expect
+
+
+def test_pair_stream_deterministic_per_sample(shards, toy):
+    sampler = PairSampler(min_cond=1, max_cond=3, target_in_pool_prob=0.3)
+
+    def pairs(world, workers):
+        out = {}
+        for rank in range(world):
+            ds = ShardDataset(shards, shuffle=True, seed=9, rank=rank, world_size=world, pair_sampler=sampler)
+            for p in consume(ds, workers):
+                key = (tuple(p.cond.view_ids.tolist()), int(p.target.view_ids[0]), p.target_in_cond)
+                assert ToyDataset.identify(p.cond.images) == [(p.scene_index, v) for v in key[0]]
+                assert p.scene_index not in out
+                out[p.scene_index] = key
+        return out
+
+    ref = pairs(1, 0)
+    assert sorted(ref) == list(range(7))
+    assert pairs(3, 2) == ref
+
+
+def test_pair_stream_short_objects(shards):
+    short = PairSampler(min_cond=3, max_cond=3)  # needs 4 views; objects with 3 and 2 views are short
+    with pytest.raises(ClipTooShortError, match="shard-000000.tar.*toy_00000"):
+        list(ShardDataset(shards, pair_sampler=short))
+    skip = PairSampler(min_cond=3, max_cond=3, on_short="skip")
+    with pytest.warns(UserWarning, match="skipping"):
+        got = list(ShardDataset(shards, pair_sampler=skip))
+    assert sorted(p.scene_index for p in got) == [1, 2, 3, 6]
+
+
+def test_webdataset_reads_the_shards(shards):
+    wds = pytest.importorskip("webdataset")
+    samples = list(wds.WebDataset(str(shards / shard_name(0)), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == ["000000000", "000000001", "000000002"]
+    assert json.loads(samples[1]["json"])["name"] == "toy_00001"
+    assert "00004.rgb.png" in samples[1]
+
+
+# ---------------------------------------------------------------------- errors
+def test_overwrite_protection(tmp_path):
+    big, small = ToyDataset(6, 2, resolution=4), ToyDataset(2, 2, resolution=4, seed=5)
+    write_shards(big, tmp_path, shard_size=1, progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_shards(small, tmp_path, shard_size=1, progress=False)
+    assert len(list(ShardDataset(tmp_path))) == 6  # untouched
+    write_shards(small, tmp_path, shard_size=1, progress=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == [shard_name(0), shard_name(1)]
+    assert len(list(ShardDataset(tmp_path))) == 2
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_missing_or_corrupt_index(tmp_path, shards):
+    with pytest.raises(FileNotFoundError, match=INDEX_NAME):
+        ShardDataset(tmp_path)
+    bad = _copy(shards, tmp_path / "bad")
+    (bad / INDEX_NAME).write_text("{not json")
+    with pytest.raises(ShardError, match=f"bad/{INDEX_NAME}.*JSON"):
+        ShardDataset(bad)
+    (bad / INDEX_NAME).write_text(json.dumps({"format": "vantage-shards", "version": 99}))
+    with pytest.raises(ShardError, match="version 99"):
+        ShardDataset(bad)
+    index = json.loads((shards / INDEX_NAME).read_text())
+    index["num_samples"] = 8
+    (bad / INDEX_NAME).write_text(json.dumps(index))
+    with pytest.raises(ShardError, match="add up to 7"):
+        ShardDataset(bad)
+
+
+def test_missing_shard_named(tmp_path, shards):
+    bad = _copy(shards, tmp_path / "bad")
+    (bad / shard_name(1)).unlink()
+    with pytest.raises(ShardError, match=shard_name(1)):
+        ShardDataset(bad)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "scramble_header", "scramble_png"])
+def test_corrupt_shard_named(tmp_path, shards, damage):
+    bad = _copy(shards, tmp_path / "bad")
+    f = bad / shard_name(1)
+    data = bytearray(f.read_bytes())
+    if damage == "garbage":
+        data = b"\x13" * 5000
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:  # same size, so only reading the content can notice
+        at = 0 if damage == "scramble_header" else data.find(b"IDAT") + 8
+        data[at: at + 300] = b"\x13" * 300
+    f.write_bytes(bytes(data))
+    ds = ShardDataset(bad)  # the index is fine; the error comes when the shard is read
+    with pytest.raises(ShardError, match=shard_name(1)):
+        list(ds)
