@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("path", type=Path, help="dataset root, or one scene folder")
     v.add_argument("--format", choices=formats, help="dataset format (detected when omitted)")
     v.add_argument("--limit", type=int, help="check only the first N scenes")
+    _add_option_flag(v)
     v.set_defaults(func=cmd_verify)
 
     c = dsub.add_parser("convert", formatter_class=HelpFormatter, help="convert a dataset to nerfstudio",
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--to", choices=["nerfstudio"], default="nerfstudio", help="output format")
     c.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
     c.add_argument("--limit", type=int, help="convert only the first N scenes")
+    _add_option_flag(c)
     c.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     c.set_defaults(func=cmd_convert)
 
@@ -70,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scenes", type=int, default=6, help="rows: number of scenes")
     s.add_argument("--views", type=int, default=8, help="columns: views per scene (evenly spaced)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output PNGs")
+    _add_option_flag(s)
     s.set_defaults(func=cmd_show)
 
     h = dsub.add_parser("shard", formatter_class=HelpFormatter, help="write webdataset tar shards",
@@ -80,13 +83,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--out", required=True, type=Path, help="output folder for shard-*.tar and index.json")
     h.add_argument("--shard-size", type=int, default=256, help="scenes per shard")
     h.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
+    _add_option_flag(h)
     h.set_defaults(func=cmd_shard)
 
 
+def _add_option_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option, repeatable (e.g. -o frames=false -o resolution=128 for "
+                        "RealEstate10K, -o split=train for NMR); see docs/datasets.md")
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["a=1", "b=false", "c=x"]`` -> ``{"a": 1, "b": False, "c": "x"}``."""
+    import json
+
+    from vantage.cli.main import UserError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option expects KEY=VALUE, got '{item}'")
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+        elif low in ("none", "null"):
+            out[key] = None
+        else:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
 def _open(args):
+    from vantage.cli.main import UserError
     from vantage.data.formats import open_dataset
 
-    ds = open_dataset(args.path, args.format)
+    options = parse_options(getattr(args, "option", []))
+    try:
+        ds = open_dataset(args.path, args.format, **options)
+    except TypeError as e:
+        raise UserError(f"bad --option for this format: {e}") from e
     print(ds.summary())
     for s in ds.skipped[:10]:
         print(f"  skipped {s}")

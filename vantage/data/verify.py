@@ -139,7 +139,10 @@ def verify_dataset(ds: SceneDataset, *, limit: int | None = None, progress: bool
         report.scenes += 1
         report.views += len(obj)
         report.resolutions.add(obj.resolution)
-        problems, stats = check_cameras(obj.cameras, object_centric=object_centric)
+        if obj.meta.get("posed", True):
+            problems, stats = check_cameras(obj.cameras, object_centric=object_centric)
+        else:  # placeholder cameras of an unposed image folder: nothing to check
+            problems, stats = [], {}
         problems += _check_views(obj)
         report.errors += [f"{name}: {p}" for p in problems]
         if "baseline" in stats:
