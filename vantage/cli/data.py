@@ -142,9 +142,12 @@ def cmd_render(args) -> int:
         raise UserError(f"--resolution must be between 16 and 256, got {args.resolution}")
     if args.objects < 1 or args.views < 1:
         raise UserError("--objects and --views must be at least 1")
-    root = write_synthetic_dataset(args.out, split=args.split, num_objects=args.objects, views=args.views,
-                                   resolution=args.resolution, layout=args.layout, seed=args.seed,
-                                   elevation=args.elevation, overwrite=args.overwrite, progress=True)
+    try:
+        root = write_synthetic_dataset(args.out, split=args.split, num_objects=args.objects, views=args.views,
+                                       resolution=args.resolution, layout=args.layout, seed=args.seed,
+                                       elevation=args.elevation, overwrite=args.overwrite, progress=True)
+    except ValueError as e:  # option combinations the synthetic dataset rejects (benchmark split, counts)
+        raise UserError(str(e)) from e
     print(f"wrote {args.objects} objects x {args.views} views at {args.resolution}px to {root}")
     return 0
 
