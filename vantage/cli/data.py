@@ -82,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--format", choices=formats, help="dataset format (detected when omitted)")
     h.add_argument("--out", required=True, type=Path, help="output folder for shard-*.tar and index.json")
     h.add_argument("--shard-size", type=int, default=256, help="scenes per shard")
+    h.add_argument("--shuffle-seed", type=int, default=None,
+                   help="write scenes in a seeded random order (recommended for class-sorted sources such as "
+                        "NMR: each reader streams contiguous blocks); default keeps the source order")
     h.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     _add_option_flag(h)
     h.set_defaults(func=cmd_shard)
@@ -218,6 +221,8 @@ def cmd_shard(args) -> int:
     from vantage.data.shards import write_shards
 
     ds = _open(args)
-    index = write_shards(ds, args.out, shard_size=args.shard_size, overwrite=args.overwrite, progress=True)
-    print(f"wrote shards to {args.out}: {index}")
+    index = write_shards(ds, args.out, shard_size=args.shard_size, overwrite=args.overwrite, progress=True,
+                         shuffle_seed=args.shuffle_seed)
+    print(f"wrote {index['num_samples']} scenes in {len(index['shards'])} shard(s) to {args.out} "
+          f"(index: {args.out / 'index.json'})")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from vantage.data.formats.common import DatasetError
 from vantage.data.views import SceneDataset
 
 __all__ = ["FORMATS", "format_class", "detect_format", "open_dataset"]
@@ -30,7 +31,7 @@ FORMATS: dict[str, str] = {
 def format_class(name: str) -> type[SceneDataset]:
     """The reader class registered under ``name``."""
     if name not in FORMATS:
-        raise ValueError(f"unknown dataset format '{name}'; known formats: {', '.join(FORMATS)}")
+        raise DatasetError(f"unknown dataset format '{name}'; known formats: {', '.join(FORMATS)}")
     module, cls = FORMATS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -47,7 +48,7 @@ def detect_format(path: str | Path) -> str:
             continue
         if cls.detect(path):
             return name
-    raise ValueError(f"could not detect the dataset format of {path}; pass --format with one of: "
+    raise DatasetError(f"could not detect the dataset format of {path}; pass --format with one of: "
                      f"{', '.join(FORMATS)} (see docs/datasets.md for each layout)")
 
 
