@@ -137,7 +137,7 @@ class RealEstate10KDataset(IndexedDataset):
                 self.skip(f, "not a camera file (line 1 is not the video URL)")
                 continue
             self.try_index(f, lambda f=f: self._index(f))
-        hint = f" with frames in {self.frames_dir}/<clip>/; frames=False reads cameras only"
+        hint = f" with frames in {self.frames_dir}/<clip>/; frames=False (CLI: -o frames=false) reads cameras only"
         self.require_entries(root, "<clip>.txt camera files" + (hint if frames else ""))
 
     @classmethod
