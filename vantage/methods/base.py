@@ -1,0 +1,139 @@
+"""What every method provides: a config dataclass and a module with ``loss`` and denoisers.
+
+A method is an ``nn.Module`` built from one config dataclass (every field documented). The
+trainer (:mod:`vantage.train`) knows nothing else about it:
+
+* ``pair_sampler()``: how training pairs are drawn from a :class:`~vantage.data.views.SceneDataset`
+  (how many conditioning views, which mode).
+* ``loss(batch, generator)``: a :class:`~vantage.data.pairs.PairBatch` on the right device
+  -> ``dict`` with ``"loss"`` (scalar to minimise) and any other scalars to log.
+* ``single_view_denoiser()`` (view-conditioned methods): a denoiser
+  ``D(x, sigma, cond: ViewCond) -> x̂0`` for one conditioning view per sample; multi-view
+  strategies (:mod:`vantage.sampling`) wrap it. Methods whose network takes a set natively
+  implement ``set_denoiser()`` instead (or too).
+* ``preview(batch, generator)``: a few generated views for periodic sample grids.
+
+Checkpoints (written by :mod:`vantage.train.checkpoint`) store ``config.json`` =
+``{"method": name, "config": dataclasses.asdict(config), ...}`` so a checkpoint alone rebuilds the
+method through :func:`vantage.methods.build_method`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from vantage.cameras import Cameras
+from vantage.data.pairs import PairBatch, PairSampler
+
+__all__ = ["MethodConfig", "Method", "ViewCond", "config_from_dict"]
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method config has.
+
+    Attributes:
+        resolution: square image side the network works at (pixels).
+        sigma_data: standard deviation of the data (images in [-1, 1]); EDM-style methods use it.
+        default_sampler: sampler name (``vantage.diffusion.SAMPLERS``) used when none is given.
+        default_steps: sampling steps used when none is given.
+        default_guidance: guidance weight used when none is given (0 = no guidance).
+    """
+
+    resolution: int = 64
+    sigma_data: float = 0.5
+    default_sampler: str = "dpmpp_2m"
+    default_steps: int = 32
+    default_guidance: float = 0.0
+
+
+@dataclass
+class ViewCond:
+    """Conditioning for a single-view denoiser: one source view per sample and the target camera.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` source views in [-1, 1].
+        source: :class:`Cameras` ``(B,)`` of the source views.
+        target: :class:`Cameras` ``(B,)`` of the view to generate.
+        drop: optional ``(B,)`` bool: drop the conditioning (classifier-free guidance's null branch).
+    """
+
+    images: Tensor
+    source: Cameras
+    target: Cameras
+    drop: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        b = self.images.shape[0]
+        if self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"ViewCond.images must be (B, 3, H, W), got {tuple(self.images.shape)}")
+        for name in ("source", "target"):
+            cams = getattr(self, name)
+            if tuple(cams.shape) != (b,):
+                raise ValueError(f"ViewCond.{name} cameras must have shape ({b},), got {tuple(cams.shape)}")
+
+    def to(self, device: torch.device | str) -> ViewCond:
+        return ViewCond(self.images.to(device), self.source.to(device), self.target.to(device),
+                        None if self.drop is None else self.drop.to(device))
+
+    def index(self, idx: Tensor | slice) -> ViewCond:
+        return ViewCond(self.images[idx], self.source[idx], self.target[idx],
+                        None if self.drop is None else self.drop[idx])
+
+    @staticmethod
+    def cat(conds: list[ViewCond]) -> ViewCond:
+        drops = [c.drop if c.drop is not None else torch.zeros(c.images.shape[0], dtype=torch.bool,
+                                                                device=c.images.device) for c in conds]
+        return ViewCond(torch.cat([c.images for c in conds]), Cameras.cat([c.source for c in conds]),
+                        Cameras.cat([c.target for c in conds]), torch.cat(drops))
+
+
+class Method(nn.Module):
+    """Base class of every method (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = "base"
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        self.config = config
+
+    def pair_sampler(self) -> PairSampler:
+        """How training pairs are drawn (default: one random conditioning view)."""
+        return PairSampler(min_cond=1, max_cond=1, mode="random")
+
+    def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def single_view_denoiser(self) -> Any:
+        raise NotImplementedError(f"method '{self.name}' has no single-view denoiser")
+
+    @torch.no_grad()
+    def preview(self, batch: PairBatch, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, 3, H, W)`` generated targets for sample grids (default: none)."""
+        raise NotImplementedError
+
+    def to_json(self) -> dict:
+        return {"method": self.name, "config": dataclasses.asdict(self.config)}
+
+
+def config_from_dict(config_class: type[MethodConfig], values: dict, *, where: str = "config") -> MethodConfig:
+    """Build ``config_class`` from a dict, with an error naming unknown fields and the known ones."""
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown} for {config_class.__name__}; "
+                         f"known fields: {sorted(known)}")
+    out = dict(values)
+    for f in dataclasses.fields(config_class):  # JSON turns tuples into lists
+        if f.name in out and isinstance(out[f.name], list) and "tuple" in str(f.type):
+            out[f.name] = tuple(out[f.name])
+    return config_class(**out)
