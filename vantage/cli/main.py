@@ -21,7 +21,8 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vantage.cli import data, demo
+    from vantage.cli import data, demo, sample
+    from vantage.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
         prog="vantage",
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo.register(sub)
     data.register(sub)
+    sample.register(sub)
+    train_cmd.register(sub)
     return parser
 
 

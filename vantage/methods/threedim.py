@@ -1,0 +1,263 @@
+"""3DiM: pose-conditional image-to-image diffusion (Watson et al. 2022, "Novel View Synthesis with
+Diffusion Models").
+
+* Network: the X-UNet (:class:`vantage.nn.xunet.XUNet`): the clean conditioning view and the noisy
+  target are two frames through shared weights, with self- and cross-frame attention and per-pixel
+  ray Fourier features of both cameras as spatial FiLM. It predicts ε of the target frame.
+* Noise: the continuous cosine logSNR schedule truncated to ``[logsnr_min, logsnr_max] = [−20, 20]``
+  (:class:`~vantage.diffusion.schedules.CosineLogSNR`); training draws ``t ~ U[0, 1)``, the network
+  gets ``λ = logSNR(t)`` and the VP-scaled input ``sqrt(ᾱ)·x0 + sqrt(1 − ᾱ)·ε``.
+* Loss: per-sample mean squared ε error, averaged over the batch (the paper's squared error; the
+  public port's unsquared global norm and its logSNR mismatch are *not* reproduced).
+* Classifier-free guidance on the pose (Ho & Salimans 2022): in training the pose embedding of a
+  sample is dropped with probability ``pose_dropout`` (0.1), a fresh mask drawn from the step's
+  generator every step; sampling uses the paper's ε form ``ε̃ = (1 + w)·ε_c − w·ε_u`` with
+  ``w = default_guidance`` (3). Our guidance module's x0 form is the same thing with ``w_x0 = 1 + w``.
+* Sampling: :meth:`ThreeDiM.single_view_denoiser` is ``D(x, σ, ViewCond) -> x̂0``
+  (:class:`~vantage.diffusion.denoisers.EpsDenoiser` with ``noise_cond="logsnr"``); the
+  stochastic-conditioning orbit lives in :mod:`vantage.sampling`. σ's for sampling are the
+  schedule at uniformly spaced ``t`` (:meth:`ThreeDiM.sampling_sigmas`), as the paper's sampler.
+
+Presets (``vantage train --list``): ``3dim-shapes32`` (tiny, the CPU-trained default model),
+``3dim-shapes64`` (small, CPU-friendly), ``3dim-shapes64-relative`` (relative poses) and
+``3dim-srn128`` (the paper's SRN configuration, ~471M parameters). See ``docs/3dim.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vantage.cameras import Cameras
+from vantage.data.pairs import PairBatch, PairSampler
+from vantage.diffusion.denoisers import EpsDenoiser
+from vantage.diffusion.losses import eps_mse_loss, vp_training_inputs
+from vantage.diffusion.noise import randn
+from vantage.diffusion.samplers import get_sampler
+from vantage.diffusion.schedules import CosineLogSNR
+from vantage.methods import register_preset
+from vantage.methods.base import Method, MethodConfig, ViewCond
+
+__all__ = ["ThreeDiMConfig", "ThreeDiM", "xunet_config"]
+
+
+@dataclass
+class ThreeDiMConfig(MethodConfig):
+    """Configuration of :class:`ThreeDiM` (flat, so every field can be set with ``--set field=value``).
+
+    Attributes:
+        resolution: square image side in pixels (inputs and targets).
+        ch: X-UNet base channels (paper: 256).
+        ch_mult: channel multiplier per resolution level (paper: (1, 2, 2, 4)).
+        num_res_blocks: residual blocks per level (paper: 3).
+        attn_resolutions: feature-map sides with self- and cross-frame attention (paper: 8, 16, 32).
+        num_heads: attention heads.
+        dropout: dropout inside the residual blocks.
+        pose_mode: ``"absolute"``: rays of both cameras in world space (SRN models);
+            ``"relative"``: rays expressed in the conditioning camera's frame (pose-free inputs).
+        ray_octaves_origin: NeRF Fourier octaves of the ray origins (paper: 15).
+        ray_octaves_dir: NeRF Fourier octaves of the ray directions (paper: 8).
+        origin_scale: ray origins are divided by this (a scene scale in world units) before the
+            Fourier features.
+        emb_ch: width of the noise-level and pose embeddings (None: ``4·ch``; paper: 1024).
+        norm_groups: GroupNorm groups (must divide every level's channel count).
+        logsnr_min, logsnr_max: limits of the cosine logSNR schedule (paper: −20, 20).
+        pose_dropout: probability of dropping a sample's pose embedding in training (CFG; 0.1).
+        clip_x0: clamp the (guided) x̂0 to [−1, 1] when sampling, as the paper's sampler does.
+        default_sampler: sampler used when none is given (paper: DDPM ancestral, ``"ddpm"``).
+        default_steps: sampling steps used when none are given (paper: 256).
+        default_guidance: CFG weight ``w`` in 3DiM's ε form ``(1 + w)ε_c − wε_u`` (0 = none; paper: 3).
+        preview_sampler, preview_steps, preview_count: sampler, steps and number of targets of the
+            periodic sample grids written during training (:meth:`ThreeDiM.preview`).
+        input_elevation_deg, input_radius, input_fov_deg: the camera assumed for an unposed input
+            image in ``vantage sample`` (the training data's camera at azimuth 0: for the synthetic
+            data, its ring at 30° elevation, radius 2.5, 40° horizontal field of view).
+    """
+
+    resolution: int = 64
+    ch: int = 64
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (8, 16)
+    num_heads: int = 4
+    dropout: float = 0.0
+    pose_mode: str = "absolute"
+    ray_octaves_origin: int = 15
+    ray_octaves_dir: int = 8
+    origin_scale: float = 1.0
+    emb_ch: int | None = None
+    norm_groups: int = 32
+    logsnr_min: float = -20.0
+    logsnr_max: float = 20.0
+    pose_dropout: float = 0.1
+    clip_x0: bool = True
+    default_sampler: str = "ddpm"
+    default_steps: int = 256
+    default_guidance: float = 3.0
+    preview_sampler: str = "dpmpp_2m"
+    preview_steps: int = 20
+    preview_count: int = 4
+    input_elevation_deg: float = 30.0
+    input_radius: float = 2.5
+    input_fov_deg: float = 40.0
+
+    def __post_init__(self) -> None:
+        if self.pose_mode not in ("absolute", "relative"):
+            raise ValueError(f"pose_mode must be 'absolute' or 'relative', got {self.pose_mode!r}")
+        if not 0.0 <= self.pose_dropout < 1.0:
+            raise ValueError(f"pose_dropout must be in [0, 1), got {self.pose_dropout}")
+        if not self.logsnr_min < self.logsnr_max:
+            raise ValueError(f"need logsnr_min < logsnr_max, got {self.logsnr_min}, {self.logsnr_max}")
+        if self.resolution < 8 or self.resolution % 2 ** (len(self.ch_mult) - 1):
+            raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by "
+                             f"2^(len(ch_mult) - 1) = {2 ** (len(self.ch_mult) - 1)}")
+        if self.default_steps < 1 or self.preview_steps < 1 or self.preview_count < 1:
+            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
+        self.ch_mult = tuple(int(m) for m in self.ch_mult)
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+
+
+def xunet_config(config: ThreeDiMConfig) -> Any:
+    """The :class:`~vantage.nn.xunet.XUNetConfig` of a 3DiM config (the fields both share)."""
+    from vantage.nn.xunet import XUNetConfig
+
+    names = {f.name for f in dataclasses.fields(XUNetConfig)}
+    return XUNetConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
+
+
+def _xunet_call(net: nn.Module, x_in: Tensor, logsnr: Tensor, cond: ViewCond) -> Tensor:
+    """EpsDenoiser call form: the X-UNet on (conditioning view, VP-scaled noisy target, λ, cameras)."""
+    return net(cond.images.to(x_in.dtype), x_in, logsnr, cond.source, cond.target, drop_pose=cond.drop)
+
+
+class ThreeDiM(Method):
+    """3DiM (see the module docstring). ``net`` is the X-UNet, ``schedule`` the cosine logSNR schedule."""
+
+    name = "3dim"
+    config_class = ThreeDiMConfig
+
+    def __init__(self, config: ThreeDiMConfig) -> None:
+        super().__init__(config)
+        from vantage.nn.xunet import XUNet
+
+        self.net = XUNet(xunet_config(config))
+        self.schedule = CosineLogSNR(config.logsnr_min, config.logsnr_max)
+
+    # ------------------------------------------------------------------------------ training
+    def pair_sampler(self) -> PairSampler:
+        """One conditioning view drawn uniformly among the object's other views, and a target."""
+        return PairSampler(min_cond=1, max_cond=1, mode="random")
+
+    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
+        """``(x_cond (B, 3, H, W), cameras (B,), x_target (B, 3, H, W), cameras (B,))`` of a pair batch."""
+        res = self.config.resolution
+        h, w = batch.target.images.shape[-2:]
+        if (h, w) != (res, res):
+            raise ValueError(f"3DiM is configured for {res}x{res} images but the batch has {w}x{h}; "
+                             f"use data at {res} px or --set resolution={h}")
+        if not batch.cond.valid[:, 0].all():
+            raise ValueError("3DiM needs one conditioning view per sample (cond.valid[:, 0] must be all True)")
+        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
+                batch.target.cameras[:, 0])
+
+    def pose_dropout_mask(self, batch: int, generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu") -> Tensor:
+        """``(batch,)`` bool: True where the pose is dropped (probability ``pose_dropout``).
+
+        Drawn from ``generator`` (on its own device), so every training step gets a fresh mask."""
+        p = self.config.pose_dropout
+        gdev = generator.device if generator is not None else torch.device(device)
+        u = torch.rand(batch, generator=generator, device=gdev)
+        return (u < p).to(device)
+
+    def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """ε-prediction MSE on one (conditioning view, target) pair per sample.
+
+        Draws, in order from ``generator``: ``t ~ U[0, 1)`` and ε (:func:`vp_training_inputs`), then
+        the pose-dropout mask. A generator on another device than the batch is used on its device
+        (the noisy input is built there and moved).
+
+        Returns:
+            ``{"loss": scalar, "pose_dropped": fraction of the batch whose pose was dropped}``.
+        """
+        x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
+        dev = x0.device
+        gdev = generator.device if generator is not None else dev
+        tr = vp_training_inputs(x0.to(gdev), self.schedule, noise_cond="logsnr", prediction="eps",
+                                generator=generator)
+        drop = self.pose_dropout_mask(x0.shape[0], generator, dev)
+        eps_hat = self.net(x_cond, tr.x_in.to(dev), tr.noise_input.to(dev), cam_cond, cam_tgt, drop_pose=drop)
+        per_sample = eps_mse_loss(eps_hat.float(), tr.target.to(dev).float())
+        return {"loss": per_sample.mean(), "pose_dropped": drop.float().mean()}
+
+    # ------------------------------------------------------------------------------ sampling
+    def single_view_denoiser(self, guidance: float | None = None, *, clip_x0: bool | None = None) -> nn.Module:
+        """``D(x, σ, cond: ViewCond) -> x̂0`` for one conditioning view per sample.
+
+        Args:
+            guidance: None: the plain conditional denoiser (``cond.drop`` drops the pose). A number
+                ``w``: classifier-free guidance in 3DiM's ε form ``(1 + w)ε_c − wε_u``, the
+                conditional and unconditional (pose dropped) rows in one batched network call
+                (:func:`vantage.sampling.strategies.view_cfg_denoiser`); ``w = 0`` means no guidance.
+            clip_x0: clamp the guided x̂0 to [−1, 1] (default: ``config.clip_x0``; only with ``guidance``).
+        """
+        plain = EpsDenoiser(self.net, self.schedule, noise_cond="logsnr", call=_xunet_call)
+        if guidance is None:
+            return plain
+        from vantage.sampling.strategies import view_cfg_denoiser
+
+        clip = self.config.clip_x0 if clip_x0 is None else clip_x0
+        return view_cfg_denoiser(plain, float(guidance), form="eps", clip_x0=1.0 if clip else None)
+
+    def sampling_sigmas(self, steps: int) -> Tensor:
+        """``(steps + 1,)`` float32 σ's of the schedule at ``t = 1, 1 − 1/steps, …, 1/steps``, then 0."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
+        return torch.cat([self.schedule.t_to_sigma(t), torch.zeros(1, dtype=torch.float64)]).float()
+
+    @torch.no_grad()
+    def preview(self, batch: PairBatch, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, 3, H, W)`` targets of the first ``n = min(preview_count, B)`` pairs, sampled from their
+        conditioning views with ``preview_sampler`` / ``preview_steps`` and ``default_guidance``."""
+        x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
+        n = min(self.config.preview_count, x0.shape[0])
+        cond = ViewCond(x_cond[:n], cam_cond[:n], cam_tgt[:n])
+        was_training = self.training
+        self.eval()
+        try:
+            den = self.single_view_denoiser(self.config.default_guidance)
+            sigmas = self.sampling_sigmas(self.config.preview_steps)
+            x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
+            out = get_sampler(self.config.preview_sampler)(den, x, sigmas, cond, generator=generator)
+        finally:
+            self.train(was_training)
+        return out.clamp(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------- presets
+_SHAPES = {"default_sampler": "ddpm", "dropout": 0.0, "pose_mode": "absolute",
+           "input_elevation_deg": 30.0, "input_radius": 2.5, "input_fov_deg": 40.0}
+register_preset("3dim-shapes32", "3dim", {
+    **_SHAPES, "resolution": 32, "ch": 32, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 2,
+    "attn_resolutions": (8, 16), "num_heads": 4, "emb_ch": 128, "default_steps": 64, "preview_steps": 16,
+}, "tiny 3DiM on 32x32 synthetic objects (3.5M parameters, 13 MB fp32): the CPU-trained default model")
+register_preset("3dim-shapes64", "3dim", {
+    **_SHAPES, "resolution": 64, "ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2,
+    "attn_resolutions": (8, 16), "num_heads": 4, "emb_ch": 128, "default_steps": 128,
+}, "small 3DiM on 64x64 synthetic objects (6.1M parameters; CPU-friendly)")
+register_preset("3dim-shapes64-relative", "3dim", {
+    **_SHAPES, "resolution": 64, "ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2,
+    "attn_resolutions": (8, 16), "num_heads": 4, "emb_ch": 128, "default_steps": 128, "pose_mode": "relative",
+}, "3dim-shapes64 with relative poses (both cameras in the conditioning camera's frame)")
+register_preset("3dim-srn128", "3dim", {
+    "resolution": 128, "ch": 256, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 3, "attn_resolutions": (8, 16, 32),
+    "num_heads": 4, "emb_ch": 1024, "dropout": 0.1, "pose_mode": "absolute", "default_sampler": "ddpm",
+    "default_steps": 256, "default_guidance": 3.0,
+    "input_elevation_deg": 30.0, "input_radius": 1.3, "input_fov_deg": 51.98,
+}, "the paper's SRN cars/chairs configuration: 128x128, base 256, mult (1,2,2,4), 3 res blocks, "
+   "attention 8/16/32, absolute poses, DDPM 256 steps, CFG 3")

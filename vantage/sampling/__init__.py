@@ -1,0 +1,25 @@
+"""Multi-view sampling: strategies over a set of conditioning views and autoregressive orbits.
+
+- :mod:`~vantage.sampling.strategies`: :class:`ViewSetCond`, :class:`Strategy` and the ``single`` /
+  ``stochastic`` (3DiM) strategies, :func:`make_strategy`, and classifier-free guidance of a
+  single-view denoiser (:func:`view_cfg_denoiser`).
+- :mod:`~vantage.sampling.orbit`: :func:`autoregressive_orbit` (generate a view, add it to the set,
+  next target), generation orders and per-sample seeding.
+
+See ``docs/sampling.md``.
+"""
+
+from vantage.sampling.orbit import OrbitResult, autoregressive_orbit, generation_order, sample_seeds
+from vantage.sampling.strategies import (
+    STRATEGIES,
+    Branches,
+    SingleView,
+    StochasticConditioning,
+    Strategy,
+    ViewSetCond,
+    make_strategy,
+    view_cfg_denoiser,
+)
+
+__all__ = ["OrbitResult", "autoregressive_orbit", "generation_order", "sample_seeds", "STRATEGIES", "Branches",
+           "SingleView", "StochasticConditioning", "Strategy", "ViewSetCond", "make_strategy", "view_cfg_denoiser"]

@@ -1,0 +1,179 @@
+"""Inputs and target cameras for sampling from a trained model (what ``vantage sample`` reads).
+
+:func:`load_input` turns a path into :class:`SampleInput`: the views of one object at the model's
+resolution, which one is the input, and a list of notes saying what was done to them:
+
+* **An image file** (png/jpg/jpeg/webp): read by
+  :class:`~vantage.data.formats.images.ImageFolderDataset` (alpha composited on white; a
+  non-square image padded to a square with white, then resized). It has no pose, so it gets the
+  *default camera*: the model's training camera at azimuth 0 (for the synthetic data, the ring
+  camera at 30° elevation, radius 2.5, 40° horizontal FOV; see ``ThreeDiMConfig.input_*``),
+  looking at the origin with world +z up.
+* **An object folder of any dataset format** (:func:`vantage.data.formats.open_dataset`): one scene
+  (``scene`` picks one when the path holds several), all its views; view ``input_view`` is the
+  input and the others may serve as ground truth. Views of another size are resized (a
+  non-square view is centre-cropped first), with their intrinsics.
+
+Targets (:func:`orbit_targets`): ``n`` cameras on the circle through the input camera around the
+world +z axis (azimuths ``az_in + 360°·k/n``, ``k = 0..n−1``), at the input's elevation (or a given
+one) and distance from the origin, looking at the origin, with the input's intrinsics. Target 0
+is the input camera itself when the elevation is unchanged. :func:`match_views` finds views of
+the object whose cameras equal targets (ground truth).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vantage.cameras import Cameras, look_at, spherical_to_cartesian
+from vantage.data.formats import detect_format, open_dataset
+from vantage.data.formats.common import IMAGE_EXTENSIONS, DatasetError, image_size, resize_views
+from vantage.data.views import ObjectViews
+
+__all__ = ["SampleInput", "load_input", "orbit_targets", "match_views", "fit_resolution"]
+
+
+@dataclass
+class SampleInput:
+    """One object to sample from.
+
+    Attributes:
+        views: :class:`ObjectViews` ``(N, 3, R, R)`` at the model's resolution ``R``.
+        input_index: position of the input view in ``views``.
+        posed: whether the cameras are real (False: the assumed default camera of an image).
+        source: ``"image"`` or the dataset format name.
+        scene: the scene's name.
+        notes: what was done to the input (resizing, compositing, assumed camera), for the user.
+    """
+
+    views: ObjectViews
+    input_index: int
+    posed: bool
+    source: str
+    scene: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input(self) -> ObjectViews:
+        return self.views.select([self.input_index])
+
+
+def fit_resolution(views: ObjectViews, resolution: int, notes: list[str]) -> ObjectViews:
+    """``views`` at ``resolution`` x ``resolution``: centre-crop non-square views, then resize (say so in ``notes``)."""
+    h, w = views.resolution
+    if (h, w) == (resolution, resolution):
+        return views
+    cams, images, masks, depth = views.cameras, views.images, views.masks, views.depth
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        cams = cams.crop(left, top, s, s)
+        images = images[..., top:top + s, left:left + s]
+        masks = None if masks is None else masks[..., top:top + s, left:left + s]
+        depth = None if depth is None else depth[..., top:top + s, left:left + s]
+        notes.append(f"views are {w}x{h}: centre-cropped to {s}x{s}")
+    cams, images, masks, depth = resize_views(cams, images, masks, depth, size=resolution, where=views.name)
+    notes.append(f"resized views from {w}x{h} to the model's {resolution}x{resolution}")
+    return ObjectViews(images=images.clamp(-1, 1), cameras=cams, masks=masks, depth=depth,
+                       view_ids=views.view_ids, name=views.name, meta=dict(views.meta))
+
+
+def _scene_index(ds, scene: str | int | None, notes: list[str]) -> int:
+    n = len(ds)
+    if n == 0:
+        raise DatasetError("the input dataset holds no scene")
+    if scene is None:
+        if n > 1:
+            notes.append(f"the input holds {n} scenes; using the first, '{ds.scene_name(0)}' (choose with --scene)")
+        return 0
+    if isinstance(scene, int) or str(scene).lstrip("-").isdigit():
+        i = int(scene)
+        if not -n <= i < n:
+            raise DatasetError(f"--scene {i}: the input holds {n} scenes")
+        return i % n
+    names = [ds.scene_name(i) for i in range(n)]
+    if scene not in names:
+        raise DatasetError(f"--scene {scene!r} not found; scenes: {', '.join(names[:10])}" + (" ..." if n > 10 else ""))
+    return names.index(scene)
+
+
+def load_input(path: str | Path, resolution: int, *, elevation_deg: float = 30.0, radius: float = 2.5,
+               fov_deg: float = 40.0, scene: str | int | None = None, input_view: int = 0,
+               format: str | None = None) -> SampleInput:
+    """Read an image file or an object folder (see the module docstring) at ``resolution``.
+
+    ``elevation_deg``, ``radius`` and ``fov_deg`` define the default camera of unposed images.
+    Raises :class:`DatasetError` (a ``ValueError``) or ``FileNotFoundError`` with the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    notes: list[str] = []
+    cam_opts = {"radius": radius, "fov_deg": fov_deg, "elevation_deg": elevation_deg}
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DatasetError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)}) or an object folder")
+        from vantage.data.formats.images import ImageFolderDataset
+
+        w, h = image_size(path)
+        ds = ImageFolderDataset(path, resolution=None if (w, h) == (resolution, resolution) else resolution,
+                                **cam_opts)
+        views = ds.load(0)
+        if (w, h) != (resolution, resolution):
+            notes.append(f"resized the input image from {w}x{h} to the model's {resolution}x{resolution}"
+                         + (" (padded to a square with white first)" if w != h else ""))
+        if views.masks is not None:
+            notes.append("the image has an alpha channel: composited on white")
+        notes.append(f"the image has no pose: assumed the default camera (azimuth 0, elevation {elevation_deg:g}°, "
+                     f"radius {radius:g}, horizontal FOV {fov_deg:g}°, looking at the origin)")
+        return SampleInput(views, 0, False, "image", views.name, notes)
+
+    fmt = format or detect_format(path)
+    ds = open_dataset(path, fmt, **(cam_opts if fmt == "images" else {}))
+    index = _scene_index(ds, scene, notes)
+    views = fit_resolution(ds.load(index), resolution, notes)
+    posed = bool(views.meta.get("posed", True)) and fmt != "images"
+    if not -len(views) <= input_view < len(views):
+        raise DatasetError(f"--input-view {input_view}: scene '{views.name}' has {len(views)} views")
+    if not posed:
+        notes.append("the views have no pose: assumed the default camera for every view")
+    return SampleInput(views, input_view % len(views), posed, fmt, views.name, notes)
+
+
+def orbit_targets(input_camera: Cameras, n: int, *, elevation_deg: float | None = None,
+                  arc_deg: float = 360.0) -> Cameras:
+    """``(n,)`` cameras on the orbit through ``input_camera`` ``(1,)`` or ``()`` (module docstring).
+
+    ``arc_deg < 360`` spans a partial arc ``[0, arc_deg]`` inclusively."""
+    if n < 1:
+        raise ValueError(f"an orbit needs at least 1 view, got {n}")
+    cam = input_camera.flatten()[:1]
+    polar, az0, r = (float(v) for v in cam.spherical()[0].double())
+    if r < 1e-6:
+        raise ValueError("the input camera sits at the origin: cannot orbit around it")
+    if elevation_deg is not None:
+        polar = math.radians(90.0 - elevation_deg)
+    full = abs(arc_deg - 360.0) < 1e-9
+    step = arc_deg / n if full or n == 1 else arc_deg / (n - 1)
+    az = torch.tensor([az0 + math.radians(k * step) for k in range(n)], dtype=torch.float64)
+    eye = spherical_to_cartesian(torch.full_like(az, polar), az, torch.full_like(az, r)).to(cam.c2w.dtype)
+    c2w = look_at(eye)
+    if elevation_deg is None:
+        c2w[0] = cam.c2w[0]  # exactly the input camera at k = 0 (no round-off)
+    return Cameras(c2w, cam.K.expand(n, 3, 3).clone(), cam.width, cam.height)
+
+
+def match_views(views: ObjectViews, targets: Cameras, *, atol: float = 1e-3) -> list[int | None]:
+    """For each target camera, the position of a view of ``views`` with the same camera, or None.
+
+    Poses are compared entrywise with ``atol`` times the scene scale (largest camera distance,
+    at least 1); intrinsics within ``atol`` times the image width."""
+    scale = max(1.0, float(views.cameras.centers.norm(dim=-1).max()))
+    dc = (views.cameras.c2w[None] - targets.c2w[:, None]).abs().flatten(-2).amax(-1)  # (T, N)
+    dk = (views.cameras.K[None] - targets.K[:, None]).abs().flatten(-2).amax(-1)
+    ok = (dc <= atol * scale) & (dk <= atol * views.cameras.width)
+    return [int(row.nonzero()[0]) if row.any() else None for row in ok]

@@ -1,0 +1,207 @@
+"""Training data: the ``--data`` spec, resizing to the method's resolution, and the step sampler.
+
+``--data`` is either
+
+* ``synthetic`` or ``synthetic:SPLIT`` (default split ``train``): the embedded
+  :class:`~vantage.data.synthetic.SyntheticDataset` rendered on the fly at the method's
+  resolution. By default the *whole* split (``train``: 1,000,000 objects, 24-view ring) is
+  used; nothing is rendered until a pair needs it, so the count costs nothing. Options
+  (``-o num_objects=1000 -o layout=hemisphere -o views=50``) go to the dataset's constructor.
+* a dataset path in any format :func:`~vantage.data.formats.open_dataset` reads (detected, or
+  ``--format``); options go to the reader. Images whose size differs from the method's
+  resolution are resized (antialiased bilinear, intrinsics scaled) with a message saying so;
+  non-square images are an error (crop them, or use the reader's own ``resolution`` option
+  where it has one).
+
+Batch composition (:class:`StepBatchSampler`): the pairs form one endless sequence, epoch after
+epoch; position ``p`` is item ``perm_e[p % N]`` of epoch ``e = p // N`` (``perm_e`` is the
+seeded permutation :class:`~vantage.data.pairs.RankSampler` uses). Step ``s`` takes positions
+``[s*B, (s+1)*B)`` of the global batch ``B``; rank ``r`` takes the contiguous block
+``[r*B/W, (r+1)*B/W)`` of it and cuts it into micro-batches. So the pairs of a step are the
+same for any number of processes ``W`` and micro-batch size, and a resumed run starts exactly
+at its step. (``RankSampler`` itself pads each epoch to a multiple of ``W``, which would make
+the composition depend on ``W``; here epochs simply run into each other.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vantage.data.formats.common import DatasetError, resize_views
+from vantage.data.pairs import PairDataset, PairSampler, RankSampler, collate_pairs
+from vantage.data.views import ObjectViews, SceneDataset
+
+__all__ = ["DataSpec", "open_training_data", "ResizedScenes", "StepBatchSampler", "make_pair_dataset",
+           "build_loader"]
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class DataSpec:
+    """What ``--data`` named (stored in ``config.json``; compared on resume).
+
+    Attributes:
+        spec: ``synthetic[:SPLIT]`` or the dataset path (made absolute).
+        format: reader name, or None (detected).
+        options: reader / synthetic-dataset options (``-o KEY=VALUE``).
+    """
+
+    spec: str
+    format: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str, format: str | None = None, options: dict[str, Any] | None = None) -> DataSpec:
+        spec = str(spec)
+        if not (spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":")):
+            spec = str(Path(spec).expanduser().resolve())
+        return cls(spec, format, dict(options or {}))
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.spec == SYNTHETIC or self.spec.startswith(SYNTHETIC + ":")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "format": self.format, "options": dict(self.options)}
+
+
+class ResizedScenes(SceneDataset):
+    """A :class:`SceneDataset` whose views are resized to ``resolution`` x ``resolution`` on load."""
+
+    def __init__(self, scenes: SceneDataset, resolution: int) -> None:
+        super().__init__()
+        self.scenes, self.resolution = scenes, int(resolution)
+        self.format_name = scenes.format_name
+        self.skipped = scenes.skipped
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def scene_name(self, index: int) -> str:
+        return self.scenes.scene_name(index)
+
+    def num_views(self, index: int) -> int:
+        return self.scenes.num_views(index)
+
+    def load(self, index: int, views: Sequence[int] | None = None) -> ObjectViews:
+        v = self.scenes.load(index, views)
+        cams, images, masks, depth = resize_views(v.cameras, v.images, v.masks, v.depth, size=self.resolution,
+                                                  where=f"scene '{v.name}'")
+        return ObjectViews(images=images, cameras=cams, masks=masks, depth=depth, view_ids=v.view_ids,
+                           name=v.name, meta=v.meta)
+
+
+def open_training_data(data: DataSpec, resolution: int, log: Callable[[str], None] = print) -> SceneDataset:
+    """Open ``data`` at the method's ``resolution`` (see the module docstring)."""
+    if "resolution" in data.options and data.is_synthetic:
+        raise DatasetError("the synthetic data is rendered at the method's resolution; set it with "
+                           "--set resolution=N instead of -o resolution=N")
+    if data.is_synthetic:
+        from vantage.data.synthetic import SPLITS, SyntheticDataset
+
+        split = data.spec.partition(":")[2] or "train"
+        if split not in SPLITS:
+            raise DatasetError(f"--data {data.spec}: unknown synthetic split '{split}'; splits: {', '.join(SPLITS)}")
+        try:
+            return SyntheticDataset(split, resolution=resolution, **data.options)
+        except TypeError as e:
+            raise DatasetError(f"--data {data.spec}: bad option ({e}); options are SyntheticDataset's: "
+                               f"num_objects, views, layout, elevation, seed, radius, fov_deg, shadows, "
+                               f"supersample") from e
+        except (ValueError, IndexError) as e:
+            raise DatasetError(f"--data {data.spec}: {e}") from e
+    from vantage.data.formats import open_dataset
+
+    path = Path(data.spec)
+    if not path.exists():
+        raise FileNotFoundError(f"--data: dataset path does not exist: {path} (or use --data synthetic)")
+    if path.is_dir() and (path / "index.json").is_file() and any(path.glob("shard-*.tar")):
+        raise DatasetError(f"--data {path}: webdataset shards are not read by `vantage train` yet; "
+                           f"train on the dataset the shards were written from")
+    try:
+        scenes = open_dataset(path, data.format, **data.options)
+    except TypeError as e:
+        raise DatasetError(f"--data {path}: bad reader option ({e}); see docs/datasets.md") from e
+    if len(scenes) == 0:
+        raise DatasetError(f"--data {path}: the dataset has no scenes")
+    first = scenes.load(0, views=[0])
+    h, w = first.resolution
+    if (h, w) == (resolution, resolution):
+        return scenes
+    if h != w:
+        raise DatasetError(f"--data {path}: images are {w}x{h} (not square) but the method works at "
+                           f"{resolution}x{resolution}; crop them first or use the reader's resolution option")
+    log(f"note: dataset images are {w}x{h}; resizing them to the method's {resolution}x{resolution} "
+        f"(antialiased bilinear, intrinsics scaled)")
+    return ResizedScenes(scenes, resolution)
+
+
+def make_pair_dataset(scenes: SceneDataset, sampler: PairSampler, seed: int) -> PairDataset:
+    """A :class:`PairDataset`; the synthetic data (every object has the same view count) is checked once
+    instead of scene by scene."""
+    from vantage.data.synthetic import SyntheticDataset
+
+    if isinstance(scenes, SyntheticDataset):
+        reason = sampler.check(scenes.views)
+        if reason is not None:
+            raise DatasetError(f"the synthetic data cannot give training pairs: every object {reason}")
+        return PairDataset(scenes, sampler, seed=seed, check_scenes=False)
+    return PairDataset(scenes, sampler, seed=seed)
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Yields the micro-batches of steps ``start_step .. end_step - 1`` for one rank.
+
+    Each micro-batch is a list of ``(epoch, index)`` items for :class:`PairDataset`; see the module
+    docstring for the positions. ``micro_batch * accumulation * world_size == batch``.
+    """
+
+    def __init__(self, num_items: int, *, batch: int, micro_batch: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, start_step: int = 0, end_step: int = 1) -> None:
+        if num_items < 1:
+            raise ValueError("StepBatchSampler needs at least one item")
+        per_rank = batch // world_size
+        if batch % world_size or per_rank % micro_batch:
+            raise ValueError(f"batch {batch} does not split into {world_size} ranks of micro-batches of {micro_batch}")
+        self.n, self.batch, self.micro, self.rank, self.world = num_items, batch, micro_batch, rank, world_size
+        self.seed, self.start, self.end = seed, start_step, end_step
+        self.accumulation = per_rank // micro_batch
+        self._perm_epoch, self._perm = -1, None
+
+    def __len__(self) -> int:
+        return max(self.end - self.start, 0) * self.accumulation
+
+    def _item(self, position: int) -> tuple[int, int]:
+        epoch, offset = divmod(position, self.n)
+        if epoch != self._perm_epoch:
+            self._perm = RankSampler(self.n, rank=0, world_size=1, seed=self.seed).rank_indices(epoch)
+            self._perm_epoch = epoch
+        return epoch, self._perm[offset]
+
+    def micro_batch_positions(self, step: int, micro: int) -> range:
+        """Global positions of micro-batch ``micro`` of this rank in step ``step``."""
+        first = step * self.batch + (self.rank * self.accumulation + micro) * self.micro
+        return range(first, first + self.micro)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.end):
+            for m in range(self.accumulation):
+                yield [self._item(p) for p in self.micro_batch_positions(step, m)]
+
+
+def build_loader(pairs: PairDataset, sampler: StepBatchSampler, *, num_workers: int = 0,
+                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``pairs`` yielding :class:`~vantage.data.pairs.PairBatch` micro-batches with a
+    constant number of conditioning slots (``pad_to = max_cond``)."""
+    pad_to = pairs.sampler.max_cond
+    return torch.utils.data.DataLoader(
+        pairs, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+        collate_fn=functools.partial(collate_pairs, pad_to=pad_to), persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None)

@@ -1,0 +1,417 @@
+"""The one trainer of every method: DDP, accumulation, AdamW, EMA, NaN guard, resume.
+
+It uses nothing but the :class:`~vantage.methods.base.Method` contract: ``pair_sampler()``,
+``loss(batch, generator)``, ``preview(batch, generator)`` (optional), ``to_json()`` and the
+parameters.
+
+One optimizer step (global batch ``B`` = ``W`` processes x ``A`` micro-steps x ``M`` pairs):
+
+1. every rank runs its ``A`` micro-batches (:class:`~vantage.train.data.StepBatchSampler`);
+   micro-batch ``c = rank * A + m`` of step ``s`` gets ``torch.Generator`` seeded from
+   ``(seed, s, c)`` for ``method.loss`` (and the global ``torch`` RNG, e.g. for dropout, from
+   ``(seed, s, c, 1)``). With the same ``M`` a run is identical for any ``W``; a resumed run
+   repeats exactly what the uninterrupted one would have done.
+2. ``loss / A`` is back-propagated (DDP averages over ``W``, so the gradient is the mean over the
+   global batch, as in one process); DDP synchronises only on the last micro-step (``no_sync``).
+3. the gradient norm is computed (and clipped); if it or the loss is not finite on any rank the
+   step is skipped (no optimizer/EMA update) and counted; ``max_bad_steps`` in a row abort.
+4. AdamW steps with the scheduled learning rate; the EMA (rank 0) is updated.
+
+Progress is counted in images (``kimg``); logs, preview grids and checkpoints are written by rank 0
+at their intervals and at the end. See ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vantage.data.pairs import PairBatch, collate_pairs, sample_seed
+from vantage.data.views import SceneDataset
+from vantage.methods.base import Method
+from vantage.outputs import OutputExistsError
+from vantage.train.checkpoint import (
+    RUN_FORMAT,
+    atomic_write_json,
+    inspect_run_dir,
+    load_training_state,
+    save_checkpoint,
+)
+from vantage.train.config import RESUMABLE_FIELDS, TrainConfig, diff_configs
+from vantage.train.data import DataSpec, StepBatchSampler, build_loader, make_pair_dataset
+from vantage.train.distributed import DistContext
+from vantage.train.ema import EMA
+from vantage.train.logging import IntervalStats, RunLogger, peak_memory_mb, save_sample_grid, truncate_stats
+from vantage.train.schedule import lr_at
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "ResumeError"]
+
+_PREVIEW_KEY = 0x5EED
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class ResumeError(ValueError):
+    """RUN_DIR holds a run whose configuration differs from the requested one."""
+
+
+@dataclass
+class TrainResult:
+    """Where a finished (or already complete) run stands."""
+
+    run_dir: Path
+    step: int
+    images: int
+    resumed_from: int | None
+    checkpoint: Path | None
+    last: dict = field(default_factory=dict)
+
+
+class _LossModule(nn.Module):
+    """``forward`` = ``method.loss``, so that DDP sees a forward pass."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: PairBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.method.loss(batch, generator)
+
+
+class Trainer:
+    """Train ``method`` on ``scenes`` with ``config``, writing into ``run_dir``.
+
+    Args:
+        method: any :class:`~vantage.methods.base.Method` (moved to ``dist.device``).
+        scenes: the training scenes (see :func:`vantage.train.data.open_training_data`).
+        config: the :class:`TrainConfig`.
+        run_dir: the run folder (new, empty, or an earlier run to resume); None only for :meth:`dry_run`.
+        data: the :class:`DataSpec` recorded in ``config.json`` (compared on resume).
+        preset: the preset name recorded in ``config.json``.
+        dist: the :class:`DistContext` (default: one process on the method's device).
+        log: where rank 0's messages go (default: ``print``, through tqdm while the bar is shown).
+        on_step_end: called as ``on_step_end(step, values)`` after every step (``values``: this step's
+            global means); raising from it stops the run like a kill would (used by tests).
+    """
+
+    def __init__(self, method: Method, scenes: SceneDataset, config: TrainConfig, run_dir: str | Path | None,
+                 *, data: DataSpec | None = None, preset: str | None = None, dist: DistContext | None = None,
+                 log: Callable[[str], None] | None = None,
+                 on_step_end: Callable[[int, dict[str, float]], None] | None = None) -> None:
+        if dist is None:
+            param = next(method.parameters(), None)
+            dist = DistContext(device=param.device if param is not None else torch.device("cpu"))
+        self.dist, self.config = dist, config
+        self.plan = config.plan(dist.world_size)
+        self.method = method.to(dist.device)
+        self.scenes, self.data = scenes, data or DataSpec("<in-memory>")
+        self.preset = preset
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.pairs = make_pair_dataset(scenes, method.pair_sampler(), config.seed)
+        self._log = log or print
+        self.on_step_end = on_step_end
+        self._bar = None
+        self._preview_batch: PairBatch | None = None
+        self._can_preview = True
+
+    # ------------------------------------------------------------------ config
+    def say(self, msg: str) -> None:
+        """Print on rank 0 (through tqdm while the progress bar is shown)."""
+        if not self.dist.is_main:
+            return
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(msg)
+        else:
+            self._log(msg)
+
+    def run_config(self) -> dict[str, Any]:
+        """The resolved ``config.json``: method json + training config + data + versions."""
+        from vantage import __version__
+
+        p = self.plan
+        return {"format": RUN_FORMAT, "vantage_version": __version__, **self.method.to_json(), "preset": self.preset,
+                "train": self.config.to_dict(), "data": {**self.data.to_dict(), "num_scenes": len(self.scenes),
+                                                         "format_name": self.scenes.format_name},
+                "world_size": p.world_size, "micro_batch": p.micro_batch, "accumulation": p.accumulation,
+                "total_steps": p.total_steps, "device": str(self.dist.device)}
+
+    @staticmethod
+    def comparable(cfg: dict) -> dict:
+        """The parts of a run config that must agree for a resume."""
+        train = {k: v for k, v in cfg.get("train", {}).items() if k not in RESUMABLE_FIELDS}
+        data = {k: cfg.get("data", {}).get(k) for k in ("spec", "format", "options")}
+        return {"method": cfg.get("method"), "config": cfg.get("config"), "train": train, "data": data}
+
+    def _prepare_run_dir(self) -> dict:
+        """Rank 0: decide new / resume / restart, check the config, write ``config.json``."""
+        assert self.run_dir is not None
+        found = inspect_run_dir(self.run_dir)
+        new = self.run_config()
+        decision: dict[str, Any] = {"checkpoint": None}
+        if found.is_run and found.checkpoint is not None:
+            diffs = diff_configs(self.comparable(found.config), self.comparable(new))
+            if diffs:
+                raise ResumeError(
+                    f"{self.run_dir} holds a run with another configuration, so it cannot be resumed with this "
+                    f"one. Differences (stored -> requested): {'; '.join(diffs)}. On resume only these training "
+                    f"fields may change: {', '.join(sorted(RESUMABLE_FIELDS))}. Use a new --out for a new run.")
+            changed = [d for d in diff_configs(found.config.get("train", {}), new["train"])]
+            self.say(f"resuming {self.run_dir} from {found.checkpoint.name}"
+                     + (f" (changed: {'; '.join(changed)})" if changed else ""))
+            decision["checkpoint"] = str(found.checkpoint)
+        elif found.is_run:
+            self.say(f"{self.run_dir} holds a run without a checkpoint; starting it again from step 0")
+            truncate_stats(self.run_dir, 0)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", new)
+        return decision
+
+    # ------------------------------------------------------------------ dry run
+    def dry_run(self) -> dict[str, Any]:
+        """Print the resolved config (rank 0) and load one micro-batch per rank (printing its shapes)."""
+        if self.dist.is_main:
+            self._log(json.dumps(self.run_config(), indent=2))
+        sampler = StepBatchSampler(len(self.pairs), batch=self.plan.batch, micro_batch=self.plan.micro_batch,
+                                   rank=self.dist.rank, world_size=self.dist.world_size, seed=self.config.seed,
+                                   start_step=0, end_step=1)
+        batch = next(iter(build_loader(self.pairs, sampler, num_workers=self.config.num_workers)))
+        shapes = {"cond.images": tuple(batch.cond.images.shape), "cond.valid": tuple(batch.cond.valid.shape),
+                  "target.images": tuple(batch.target.images.shape), "scenes": batch.scene_index.tolist()}
+        scenes = shapes["scenes"]
+        shown = dict(shapes, scenes=str(scenes[:8])[:-1] + (", ...]" if len(scenes) > 8 else "]"))
+        p = self.plan
+        print(f"rank {self.dist.rank}/{self.dist.world_size}: micro-batch {p.micro_batch} x {p.accumulation} "
+              f"accumulation step(s) x {p.world_size} process(es) = global batch {p.batch}; "
+              + ", ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
+        return shapes
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> TrainResult:
+        """Train to ``duration`` (resuming from the newest checkpoint of ``run_dir`` if there is one)."""
+        if self.run_dir is None:
+            raise ValueError("Trainer.fit needs a run_dir")
+        ctx, cfg, plan = self.dist, self.config, self.plan
+        decision = None
+        if ctx.is_main:
+            try:
+                decision = self._prepare_run_dir()
+            except (OutputExistsError, ResumeError) as e:
+                decision = {"error": type(e).__name__, "message": str(e)}
+        decision = ctx.broadcast(decision)
+        if "error" in decision:
+            raise (OutputExistsError if decision["error"] == "OutputExistsError" else ResumeError)(decision["message"])
+        ctx.barrier()
+
+        method, device = self.method, ctx.device
+        method.train()
+        opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+        ema = (EMA(method, cfg.ema, batch=plan.batch, halflife_images=plan.ema_halflife_images, rampup=cfg.ema_rampup,
+                   decay=cfg.ema_decay, std=cfg.ema_std) if ctx.is_main else None)
+        start, elapsed, interval, bad_total, bad_run = 0, 0.0, IntervalStats(), 0, 0
+        resumed_from = None
+        if decision["checkpoint"] is not None:
+            state = load_training_state(decision["checkpoint"], map_location=device)
+            method.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+            start = resumed_from = int(state["step"])
+            elapsed, interval = float(state.get("elapsed_s", 0.0)), IntervalStats(state.get("interval"))
+            bad_total, bad_run = int(state.get("bad_steps_total", 0)), int(state.get("bad_steps_in_a_row", 0))
+            if ctx.is_main:
+                dropped = truncate_stats(self.run_dir, start)
+                if dropped:
+                    self.say(f"dropped {dropped} stats line(s) logged after step {start} (the run died after them)")
+        if start >= plan.total_steps:
+            self.say(f"the run is already at step {start} of {plan.total_steps}; nothing to do "
+                     f"(pass a larger --steps to continue it)")
+            return TrainResult(self.run_dir, start, start * plan.batch, resumed_from, decision["checkpoint"] and
+                               Path(decision["checkpoint"]))
+
+        loss_module = _LossModule(method)
+        ddp = None
+        model: nn.Module = loss_module
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = model = DistributedDataParallel(loss_module, device_ids=None,
+                                                  find_unused_parameters=cfg.find_unused_parameters)
+        if cfg.compile:
+            if device.type == "cuda":
+                model = torch.compile(model)
+            else:
+                self.say("note: train.compile is only used on CUDA; training uncompiled on CPU")
+        sampler = StepBatchSampler(len(self.pairs), batch=plan.batch, micro_batch=plan.micro_batch, rank=ctx.rank,
+                                   world_size=ctx.world_size, seed=cfg.seed, start_step=start,
+                                   end_step=plan.total_steps)
+        batches = iter(build_loader(self.pairs, sampler, num_workers=cfg.num_workers,
+                                    pin_memory=device.type == "cuda"))
+        logger = RunLogger(self.run_dir, tensorboard=cfg.tensorboard, log=self.say) if ctx.is_main else None
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=plan.total_steps * plan.batch, initial=start * plan.batch, unit="img",
+                         unit_scale=True, dynamic_ncols=True, desc="train",
+                         disable=not (ctx.is_main and cfg.progress))
+        self.say(f"training {method.to_json()['method']} for {plan.total_steps} steps "
+                 f"({plan.total_steps * plan.batch / 1000:g} kimg), global batch {plan.batch} = {ctx.world_size} "
+                 f"process(es) x {plan.accumulation} x {plan.micro_batch}, on {device}")
+        keys: list[str] | None = None
+        last: dict[str, float] = {}
+        ckpt_path = None
+        t_last = time.perf_counter()
+        A, bf16 = plan.accumulation, cfg.precision == "bf16"
+        try:
+            for step in range(start, plan.total_steps):
+                lr = lr_at(cfg, plan, step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                sums: torch.Tensor | None = None
+                for m in range(A):
+                    batch = next(batches).to(device)
+                    chunk = ctx.rank * A + m
+                    torch.manual_seed(sample_seed(cfg.seed, step, chunk, 1))
+                    gen = torch.Generator(device=device).manual_seed(sample_seed(cfg.seed, step, chunk))
+                    sync = ddp.no_sync() if ddp is not None and m < A - 1 else contextlib.nullcontext()
+                    with sync:
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                            out = model(batch, gen)
+                        loss = _check_loss(out, method)
+                        (loss.float() / A).backward()
+                    if keys is None:
+                        keys = ["loss"] + sorted(k for k, v in out.items() if k != "loss" and _is_scalar(v))
+                    vals = torch.stack([_scalar(out.get(k), device) for k in keys])
+                    sums = vals if sums is None else sums + vals
+                grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip or float("inf"))
+                reduced = ctx.all_reduce_sum(torch.cat([sums, grad_norm.detach().to(device).double().reshape(1)]))
+                reduced = reduced.cpu()  # one device sync per step
+                means = (reduced[:-1] / (ctx.world_size * A)).tolist()
+                gnorm = float(reduced[-1]) / ctx.world_size
+                done = step + 1
+                interval.steps += 1
+                if not (math.isfinite(means[0]) and math.isfinite(gnorm)):
+                    opt.zero_grad(set_to_none=True)
+                    bad_total, bad_run = bad_total + 1, bad_run + 1
+                    interval.skipped += 1
+                    self.say(f"step {done}: non-finite loss ({means[0]}) or gradient norm ({gnorm}); step skipped "
+                             f"({bad_run} in a row, {bad_total} in all)")
+                    if bad_run >= cfg.max_bad_steps:
+                        raise TrainingDiverged(f"{bad_run} consecutive steps with a non-finite loss or gradient "
+                                               f"(up to step {done}); training stopped. Lower train.lr, enable "
+                                               f"train.grad_clip, or check the data.")
+                    last = {"loss": means[0], "grad_norm": gnorm}
+                else:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    bad_run = 0
+                    if ema is not None:
+                        ema.update(method, done)
+                    last = {**dict(zip(keys, means)), "grad_norm": gnorm}
+                    interval.add(last)
+                self._bar.update(plan.batch)
+                self._bar.set_postfix(loss=f"{last['loss']:.4g}", kimg=f"{done * plan.batch / 1000:.4g}", refresh=False)
+                now = time.perf_counter()
+                interval.seconds += now - t_last
+                elapsed += now - t_last
+                t_last = now
+                if plan.due(plan.log_every, done):
+                    if logger is not None:
+                        logger.write(self._record(done, lr, interval, elapsed, bad_total))
+                    interval = IntervalStats()
+                if ctx.is_main and plan.due(plan.sample_every, done):
+                    self._preview(ema, done)
+                if plan.due(plan.ckpt_every, done):
+                    if ctx.is_main:
+                        ckpt_path = self._save(done, opt, ema, elapsed, interval, bad_total, bad_run)
+                    ctx.barrier()
+                t_last = time.perf_counter()  # writing files does not count as training time
+                if self.on_step_end is not None:
+                    self.on_step_end(done, last)
+        finally:
+            self._bar.close()
+            self._bar = None
+            if logger is not None:
+                logger.close()
+        self.say(f"done: step {plan.total_steps}, {plan.total_steps * plan.batch / 1000:g} kimg, "
+                 f"checkpoint {ckpt_path}")
+        return TrainResult(self.run_dir, plan.total_steps, plan.total_steps * plan.batch, resumed_from, ckpt_path, last)
+
+    # ------------------------------------------------------------------ helpers
+    def _record(self, done: int, lr: float, interval: IntervalStats, elapsed: float, bad_total: int) -> dict[str, Any]:
+        p = self.plan
+        means = interval.means()
+        rec: dict[str, Any] = {"step": done, "kimg": done * p.batch / 1000}
+        rec.update({k: v for k, v in means.items() if k != "grad_norm"})
+        rec.update({"lr": lr, "grad_norm": means.get("grad_norm", float("nan")),
+                    "images_per_s": interval.steps * p.batch / max(interval.seconds, 1e-9),
+                    "peak_mem_mb": peak_memory_mb(self.dist.device), "time_s": elapsed,
+                    "skipped_steps": interval.skipped, "skipped_total": bad_total, "world_size": p.world_size})
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+
+    def _save(self, done: int, opt: torch.optim.Optimizer, ema: EMA, elapsed: float, interval: IntervalStats,
+              bad_total: int, bad_run: int) -> Path:
+        from vantage import __version__
+
+        cuda = self.dist.device.type == "cuda"
+        state = {"model": self.method.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
+                 "step": done, "images": done * self.plan.batch, "elapsed_s": elapsed, "interval": interval.state(),
+                 "bad_steps_total": bad_total, "bad_steps_in_a_row": bad_run, "world_size": self.dist.world_size,
+                 "vantage_version": __version__,
+                 "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}}
+        config = {**self.run_config(), "step": done, "images": done * self.plan.batch}
+        path = save_checkpoint(self.run_dir, done, config=config, weights=ema.module.state_dict(),
+                               training_state=state, keep=self.config.keep_checkpoints)
+        return path
+
+    def _preview(self, ema: EMA, done: int) -> None:
+        if not self._can_preview:
+            return
+        device = self.dist.device
+        if self._preview_batch is None:
+            n = min(self.config.preview_count, len(self.pairs))
+            self._preview_batch = collate_pairs([self.pairs[(0, i)] for i in range(n)],
+                                                pad_to=self.pairs.sampler.max_cond)
+        batch = self._preview_batch.to(device)
+        gen = torch.Generator(device=device).manual_seed(sample_seed(self.config.seed, _PREVIEW_KEY))
+        try:
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                 enabled=self.config.precision == "bf16"):
+                generated = ema.module.preview(batch, gen)
+        except NotImplementedError:
+            self._can_preview = False
+            self.say(f"note: method '{ema.module.to_json()['method']}' has no preview(); no sample grids")
+            return
+        first = batch.cond.images[:, 0]
+        save_sample_grid(self.run_dir / "samples" / f"step-{done:06d}.png", first, generated, batch.target.images[:, 0])
+
+
+def _is_scalar(v: Any) -> bool:
+    return (isinstance(v, torch.Tensor) and v.numel() == 1) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _scalar(v: Any, device: torch.device) -> torch.Tensor:
+    if v is None or not _is_scalar(v):
+        return torch.tensor(float("nan"), dtype=torch.float64, device=device)
+    return (v.detach().reshape(()) if isinstance(v, torch.Tensor) else torch.tensor(v)).to(device, torch.float64)
+
+
+def _check_loss(out: Any, method: nn.Module) -> torch.Tensor:
+    name = getattr(method, "name", type(method).__name__)
+    if not isinstance(out, dict) or "loss" not in out:
+        raise TypeError(f"method '{name}': loss() must return a dict with a 'loss' entry, got {type(out).__name__}")
+    loss = out["loss"]
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise TypeError(f"method '{name}': loss()['loss'] must be a scalar tensor, got "
+                        f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}")
+    return loss.reshape(())
