@@ -24,14 +24,7 @@ from vantage.nn import (
     sinusoidal_embedding,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-off costs that dominate on small CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def perturb_zero_init_(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -13,13 +13,7 @@ from vantage.nn import UNet, UNetConfig, count_parameters, viewfusion_unet_confi
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "viewfusion_unet.safetensors"
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-off costs that dominate on small CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 TINY = dict(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_heads=2,

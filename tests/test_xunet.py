@@ -22,14 +22,7 @@ from vantage.nn import (
     xunet_small_config,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-off costs that dominate on small CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(**kw) -> XUNetConfig:

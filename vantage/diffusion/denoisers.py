@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from vantage.diffusion.schedules import CosineLogSNR, DiscreteSchedule
 
 __all__ = [
+    "DenoiserWrapper",
     "NetCall",
     "NoiseCond",
     "broadcast_sigma",
@@ -88,6 +89,33 @@ def broadcast_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
     if torch.isnan(s).any() or (s < 0).any():
         raise ValueError(f"sigma must be >= 0 (and not NaN); got values {s.tolist()[:8]}")
     return s
+
+
+class DenoiserWrapper(nn.Module):
+    """Base of modules that wrap another denoiser (guidance, multi-view strategies).
+
+    Stores it as ``self.denoiser`` (any callable ``D(x, sigma, cond)``) and passes its σ range
+    (``sigma_min``, ``sigma_max``, discrete ``sigmas``) through, so samplers and σ-sequence
+    builders see the wrapped model's range.
+    """
+
+    def __init__(self, denoiser, what: str = "D(x, sigma, cond)") -> None:
+        super().__init__()
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be callable {what}, got {type(denoiser).__name__}")
+        self.denoiser = denoiser
+
+    @property
+    def sigma_min(self) -> float | None:
+        return getattr(self.denoiser, "sigma_min", None)
+
+    @property
+    def sigma_max(self) -> float | None:
+        return getattr(self.denoiser, "sigma_max", None)
+
+    @property
+    def sigmas(self) -> Tensor | None:
+        return getattr(self.denoiser, "sigmas", None)
 
 
 class Denoiser(nn.Module):

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from vantage.diffusion.denoisers import broadcast_sigma
+from vantage.diffusion.denoisers import DenoiserWrapper, broadcast_sigma
 
 __all__ = ["CFGDenoiser", "NetworkGuidedDenoiser", "cfg_denoiser", "guide_by_network"]
 
@@ -97,28 +97,13 @@ def _bdims(mask: Tensor, x: Tensor) -> Tensor:
     return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
 
 
-class _Guided(nn.Module):
-    """Shared parts: scale, interval and the passthrough of ``sigma_min``/``sigma_max``/``sigmas``."""
+class _Guided(DenoiserWrapper):
+    """Shared parts: scale, interval and (from the base) the passthrough of the σ range."""
 
     def __init__(self, denoiser: DenoiserFn, scale: float, interval: tuple[float, float] | None) -> None:
-        super().__init__()
-        if not callable(denoiser):
-            raise TypeError(f"denoiser must be callable D(x, sigma, cond), got {type(denoiser).__name__}")
-        self.denoiser = denoiser
+        super().__init__(denoiser)
         self.scale = _check_scale(scale)
         self.interval = _check_interval(interval)
-
-    @property
-    def sigma_min(self) -> float | None:
-        return getattr(self.denoiser, "sigma_min", None)
-
-    @property
-    def sigma_max(self) -> float | None:
-        return getattr(self.denoiser, "sigma_max", None)
-
-    @property
-    def sigmas(self) -> Tensor | None:
-        return getattr(self.denoiser, "sigmas", None)
 
     def _active(self, x: Tensor, sigma: Tensor | float) -> Tensor | None:
         """``(B,)`` bool mask of samples inside the guidance interval, or None when all are."""

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vantage.cameras import Cameras
 from vantage.data.views import ViewSet
-from vantage.diffusion.denoisers import broadcast_sigma
+from vantage.diffusion.denoisers import DenoiserWrapper, broadcast_sigma
 from vantage.diffusion.guidance import cfg_denoiser
 from vantage.diffusion.noise import GeneratorLike, check_generator
 from vantage.methods.base import ViewCond
@@ -101,7 +101,7 @@ class Branches:
     active: Tensor | None = None
 
 
-class Strategy(nn.Module):
+class Strategy(DenoiserWrapper):
     """Base class: a set denoiser ``S(x (B, 3, H, W), sigma (B,), cond: ViewSetCond) -> x̂0 (B, 3, H, W)``.
 
     Subclasses implement :meth:`branches`. ``max_rows`` caps the rows of one call of the
@@ -111,22 +111,11 @@ class Strategy(nn.Module):
     name: ClassVar[str] = "base"
 
     def __init__(self, denoiser: DenoiserFn, *, max_rows: int | None = None) -> None:
-        super().__init__()
-        if not callable(denoiser):
-            raise TypeError(f"denoiser must be callable D(x, sigma, cond: ViewCond), got {type(denoiser).__name__}")
+        super().__init__(denoiser, "D(x, sigma, cond: ViewCond)")
         if max_rows is not None and max_rows < 1:
             raise ValueError(f"max_rows must be >= 1 or None, got {max_rows}")
-        self.denoiser = denoiser
         self.max_rows = max_rows
         self.calls = 0  # denoiser calls made (NFE at the batch level)
-
-    @property
-    def sigma_min(self) -> float | None:
-        return getattr(self.denoiser, "sigma_min", None)
-
-    @property
-    def sigma_max(self) -> float | None:
-        return getattr(self.denoiser, "sigma_max", None)
 
     def branches(self, x: Tensor, sigma: Tensor, cond: ViewSetCond) -> Branches:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -294,30 +283,19 @@ def _drop_all(t: dict[str, Any]) -> dict[str, Any]:
     return {**t, "drop": torch.ones_like(t["drop"])}
 
 
-class GuidedViewDenoiser(nn.Module):
+class GuidedViewDenoiser(DenoiserWrapper):
     """Classifier-free guidance over the view conditioning; see :func:`view_cfg_denoiser`."""
 
     def __init__(self, denoiser: DenoiserFn, weight: float, *, form: Literal["eps", "x0"] = "eps",
                  clip_x0: float | None = None, batched: bool = True) -> None:
-        super().__init__()
-        if not callable(denoiser):
-            raise TypeError(f"denoiser must be callable D(x, sigma, cond: ViewCond), got {type(denoiser).__name__}")
+        super().__init__(denoiser, "D(x, sigma, cond: ViewCond)")
         if clip_x0 is not None and not clip_x0 > 0:
             raise ValueError(f"clip_x0 must be a bound c > 0 or None, got {clip_x0}")
-        self.inner = denoiser
         self.clip_x0 = clip_x0
         self.cfg = cfg_denoiser(self._tree_call, weight, _drop_all, form=form, batched=batched)
 
-    @property
-    def sigma_min(self) -> float | None:
-        return getattr(self.inner, "sigma_min", None)
-
-    @property
-    def sigma_max(self) -> float | None:
-        return getattr(self.inner, "sigma_max", None)
-
     def _tree_call(self, x: Tensor, sigma: Tensor, tree: dict[str, Any]) -> Tensor:
-        return self.inner(x, sigma, _from_tree(tree))
+        return self.denoiser(x, sigma, _from_tree(tree))
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: ViewCond) -> Tensor:
         if not isinstance(cond, ViewCond):
