@@ -1,8 +1,9 @@
 """Image metrics with their conventions stated: PSNR and SSIM.
 
-Both take batches ``(B, C, H, W)`` and return one value per image ``(B,)``. ``data_range`` is the
-span of the pixel values: 1.0 for images in [0, 1], 2.0 for vantage's [-1, 1] images (the two give
-identical numbers for the same pictures).
+Both take batches ``(B, C, H, W)`` **in [0, data_range]** (default [0, 1]) and return one value
+per image ``(B,)``. vantage's images live in [-1, 1]: map them with :func:`to_unit` first. (PSNR
+does not care about a shift, but SSIM's luminance term does: SSIM of [-1, 1] images with
+``data_range=2`` is *not* the standard number.)
 
 * PSNR = 10·log10(R² / MSE), the MSE over all channels and pixels of an image.
 * SSIM (Wang et al. 2004, "Image quality assessment: from error visibility to structural
@@ -24,7 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "ssim_window"]
+__all__ = ["psnr", "ssim", "ssim_window", "to_unit"]
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """vantage images in [-1, 1] -> [0, 1] (clamped), the range the metrics expect."""
+    return ((x + 1) / 2).clamp(0, 1)
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
