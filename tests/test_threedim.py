@@ -123,7 +123,7 @@ def _cond(B: int = 2, elevation: float = 30.0) -> ViewCond:
 
 def test_single_view_denoiser_cfg_and_pose_drop():
     m = randomize(tiny()).eval()
-    plain = m.single_view_denoiser()
+    plain = m.single_view_denoiser(clip_x0=False)
     c = _cond()
     x = torch.randn(2, 3, 16, 16) * 2
     s = torch.tensor([2.0, 0.5])
@@ -142,6 +142,8 @@ def test_single_view_denoiser_cfg_and_pose_drop():
         assert torch.allclose(guided, d_u + (1 + w) * (d - d_u), atol=1e-5)  # (1+w)ε_c − wε_u
         clipped = m.single_view_denoiser(w)(x, s, c)
         assert clipped.abs().max() <= 1.0 and torch.allclose(clipped, guided.clamp(-1, 1))
+        # the unguided denoiser clips by default too (config.clip_x0), as the paper's sampler does
+        assert torch.allclose(m.single_view_denoiser()(x, s, c), d.clamp(-1, 1))
 
 
 def test_sampling_sigmas_preview_and_orbit():

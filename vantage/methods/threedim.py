@@ -203,14 +203,15 @@ class ThreeDiM(Method):
                 ``w``: classifier-free guidance in 3DiM's ε form ``(1 + w)ε_c − wε_u``, the
                 conditional and unconditional (pose dropped) rows in one batched network call
                 (:func:`vantage.sampling.strategies.view_cfg_denoiser`); ``w = 0`` means no guidance.
-            clip_x0: clamp the guided x̂0 to [−1, 1] (default: ``config.clip_x0``; only with ``guidance``).
+            clip_x0: clamp the (guided) x̂0 to [−1, 1] (default: ``config.clip_x0``). With guidance the
+                clamp applies to the guided x̂0, not to each branch.
         """
-        plain = EpsDenoiser(self.net, self.schedule, noise_cond="logsnr", call=_xunet_call)
+        clip = self.config.clip_x0 if clip_x0 is None else clip_x0
         if guidance is None:
-            return plain
+            return EpsDenoiser(self.net, self.schedule, noise_cond="logsnr", call=_xunet_call, clip_x0=bool(clip))
         from vantage.sampling.strategies import view_cfg_denoiser
 
-        clip = self.config.clip_x0 if clip_x0 is None else clip_x0
+        plain = EpsDenoiser(self.net, self.schedule, noise_cond="logsnr", call=_xunet_call)
         return view_cfg_denoiser(plain, float(guidance), form="eps", clip_x0=1.0 if clip else None)
 
     def sampling_sigmas(self, steps: int) -> Tensor:
