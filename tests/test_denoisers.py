@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import load_reference
 
 from vantage.diffusion.denoisers import (
     EDM2Denoiser,
@@ -24,15 +24,7 @@ from vantage.diffusion.denoisers import (
 from vantage.diffusion.losses import vp_training_inputs
 from vantage.diffusion.schedules import CosineLogSNR, DiscreteSchedule, discrete_sigmas
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
-
-
-def _load(name: str) -> dict[str, torch.Tensor]:
-    if not REF.is_dir():
-        pytest.skip(f"reference fixtures not found at {REF}")
-    from safetensors.torch import load_file
-
-    return load_file(str(REF / f"{name}.safetensors"))
+_load = load_reference
 
 
 def _dummy_eps(x_in: torch.Tensor, t: torch.Tensor, cond: object) -> torch.Tensor:

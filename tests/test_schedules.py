@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import REF, load_reference
 
 from vantage.diffusion.schedules import (
     CosineLogSNR,
@@ -31,15 +31,7 @@ from vantage.diffusion.schedules import (
     spaced_timesteps,
 )
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
-
-
-def _load(name: str) -> dict[str, torch.Tensor]:
-    if not REF.is_dir():
-        pytest.skip(f"reference fixtures not found at {REF}")
-    from safetensors.torch import load_file
-
-    return load_file(str(REF / f"{name}.safetensors"))
+_load = load_reference
 
 
 # --- fixtures ---------------------------------------------------------------------------------
