@@ -385,8 +385,7 @@ class Trainer:
         batch = self._preview_batch.to(device)
         gen = torch.Generator(device=device).manual_seed(sample_seed(self.config.seed, _PREVIEW_KEY))
         try:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                 enabled=self.config.precision == "bf16"):
+            with torch.no_grad():  # fp32 even in bf16 runs: samplers start at very large σ
                 generated = ema.module.preview(batch, gen)
         except NotImplementedError:
             self._can_preview = False
