@@ -1,5 +1,32 @@
-"""Evaluation: image metrics (PSNR, SSIM); more (LPIPS, FID/KID, 3D consistency) to come."""
+"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID; 3D consistency to come.
 
+Input conventions (see docs/metrics.md): :func:`psnr`/:func:`ssim` take [0, 1] images (map
+vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS` and :class:`FIDInceptionV3` take
+[-1, 1] images (``normalize=True`` for [0, 1]). LPIPS and FID/KID need local weight files
+(:mod:`vantage.eval.weights`); a missing one raises :class:`WeightsUnavailable`.
+"""
+
+from vantage.eval.fid import FeatureStats, feature_stats, fid, frechet_distance, kid, load_stats, save_stats
+from vantage.eval.inception import FIDInceptionV3
+from vantage.eval.lpips import LPIPS
 from vantage.eval.metrics import psnr, ssim, to_unit
+from vantage.eval.weights import WEIGHT_FILES, WeightsChecksumError, WeightsUnavailable, find_weights
 
-__all__ = ["psnr", "ssim", "to_unit"]
+__all__ = [
+    "LPIPS",
+    "WEIGHT_FILES",
+    "FIDInceptionV3",
+    "FeatureStats",
+    "WeightsChecksumError",
+    "WeightsUnavailable",
+    "feature_stats",
+    "fid",
+    "find_weights",
+    "frechet_distance",
+    "kid",
+    "load_stats",
+    "psnr",
+    "save_stats",
+    "ssim",
+    "to_unit",
+]
