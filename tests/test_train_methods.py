@@ -27,6 +27,8 @@ from vantage.train import (
 TINY: dict[str, dict] = {
     "3dim": {"resolution": 16, "ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,),
              "norm_groups": 8, "emb_ch": 32, "preview_steps": 2, "preview_count": 2},
+    "viewfusion": {"resolution": 16, "ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,),
+                   "norm_groups": 4, "preview_steps": 2, "preview_count": 2},
 }
 
 

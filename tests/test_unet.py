@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import torch
 from test_nn_blocks import perturb_zero_init_
 
+from vantage.methods.viewfusion_convert import map_reference_state
 from vantage.nn import UNet, UNetConfig, count_parameters, viewfusion_unet_config
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "viewfusion_unet.safetensors"
@@ -95,24 +95,6 @@ def test_viewfusion_paper_config_structure():
     assert count_parameters(net) == 33_947_206
 
 
-def _viewfusion_key(k: str) -> str:
-    """Reference (bronemos/view-fusion ``model/unet.py``) state-dict key -> ours."""
-    for a, b in [("res_block.block1.block.0", "res.norm1"), ("res_block.block1.block.3", "res.conv1"),
-                 ("res_block.block2.block.0", "res.norm2"), ("res_block.block2.block.3", "res.conv2"),
-                 ("res_block.noise_func.noise_func.0", "res.emb_proj"), ("res_block.res_conv", "res.skip"),
-                 ("attn.norm", "attn.0.norm"), ("attn.qkv", "attn.0.qkv"), ("attn.out", "attn.0.out"),
-                 ("final_conv.block.0", "backbone.norm_out"), ("final_conv.block.3", "backbone.conv_out"),
-                 ("noise_level_mlp.", "embed.mlp.")]:
-        k = k.replace(a, b)
-    if k.startswith("downs.0."):
-        return "backbone.conv_in." + k[len("downs.0."):]
-    if m := re.match(r"downs\.(\d+)\.(.*)", k):
-        return f"backbone.down_blocks.{int(m[1]) - 1}.{m[2]}"
-    if m := re.match(r"(mid|ups)\.(\d+)\.(.*)", k):
-        return f"backbone.{m[1].replace('ups', 'up')}_blocks.{m[2]}.{m[3]}"
-    return k
-
-
 @pytest.mark.skipif(not FIXTURE.exists(), reason="reference fixtures not available")
 def test_matches_viewfusion_reference_unet():
     """The reference ViewFusion UNet (small fixture config) is expressible and numerically equal."""
@@ -126,7 +108,7 @@ def test_matches_viewfusion_reference_unet():
     net = UNet(cfg).eval()
     assert count_parameters(net) == 263_526
     state = {k[len("state."):]: v for k, v in d.items() if k.startswith("state.")}
-    net.load_state_dict({_viewfusion_key(k): v for k, v in state.items()}, strict=True)
+    net.load_state_dict(map_reference_state(state, net.state_dict(), where="fixture"), strict=True)
     with torch.no_grad():
         out = net(d["in.unet_x"], d["in.unet_gamma"], cond_vec=d["in.unet_angle"])
     assert torch.allclose(out, d["out.unet_raw"], atol=1e-5)

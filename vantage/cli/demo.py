@@ -94,8 +94,11 @@ def cmd_demo(args) -> int:
               f"SSIM {mean['baseline_ssim']:.3f} ({m['seconds']} s on {m['device']}, {m['nfe']} denoiser calls)")
         print(f"wrote to {out}/: orbit.gif (generated | truth), contact_sheet.png, metrics.json")
         return 0
-    print("vantage demo: no trained model is available (none ships yet; train one with `vantage train`, "
-          "then `vantage demo --checkpoint RUN_DIR`).")
+    if args.data_only:
+        print("vantage demo --data-only: the data every method trains on (no model is run).")
+    else:
+        print("vantage demo: no trained model is available (the shipped default model is missing from "
+              "vantage/assets/default-3dim; train one with `vantage train`, then `vantage demo --checkpoint RUN_DIR`).")
     print(f"Rendering {args.objects} held-out synthetic objects (test split, {args.views}-view ring, "
           f"{args.resolution}px) to show the data every method trains on.")
     summary = run_demo(out, args.objects, args.views, args.resolution)

@@ -1,7 +1,8 @@
 """Registry of methods and named presets.
 
 * ``METHODS``: name -> ``"module:Class"`` of a :class:`~vantage.methods.base.Method` (imported lazily).
-* ``PRESETS``: preset name -> ``(method name, config overrides, description)``; e.g. ``3dim-shapes64``.
+* ``PRESETS``: preset name -> ``(method name, config overrides, description)``; e.g. ``3dim-shapes64``,
+  ``viewfusion-nmr64``.
 * :func:`build_method` builds a method from a preset or method name plus ``field=value`` overrides.
 
 Method modules register their presets with :func:`register_preset` at import; the preset table
@@ -21,6 +22,7 @@ __all__ = ["METHODS", "PRESETS", "Method", "MethodConfig", "ViewCond", "method_c
 
 METHODS: dict[str, str] = {
     "3dim": "vantage.methods.threedim:ThreeDiM",
+    "viewfusion": "vantage.methods.viewfusion:ViewFusion",
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {}

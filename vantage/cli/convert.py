@@ -1,0 +1,135 @@
+"""``vantage convert``: released weights of a seed method -> a vantage checkpoint run folder.
+
+    vantage convert viewfusion PATH --out RUN_DIR [--preset viewfusion-nmr64] [--set FIELD=VALUE ...]
+                   [--overwrite]
+
+``PATH`` is a ``.pt``/``.pth`` file (read with ``torch.load(weights_only=True)``: a state dict, the
+reference wrapper's state dict, or its training checkpoint ``{"model": ..., "it": ...}``) or a
+``.safetensors`` state dict. The UNet's structure (channels, multipliers, res blocks, attention
+levels, embedding sizes, 6 or 9 input channels) is read from the tensor shapes; what shapes cannot
+tell (resolution, GroupNorm groups, heads, schedules) comes from ``--preset`` and ``--set``. The
+model is set to ``input_range="unit"`` (the released weights see [0, 1] images) and
+``clip_x0="model"`` (the reference's clamp) unless ``--set`` says otherwise.
+
+Writes ``RUN_DIR/config.json`` and ``RUN_DIR/checkpoints/step-000000/`` (``config.json``,
+``model.safetensors``, ``training_state.pt``), which :func:`vantage.train.checkpoint.load_checkpoint`
+and ``vantage sample --checkpoint RUN_DIR`` read. A non-empty RUN_DIR is refused without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from vantage.cli.formatting import HelpFormatter
+
+__all__ = ["register", "cmd_convert", "convert_viewfusion", "read_weights"]
+
+EPILOG = """\
+examples:
+  vantage convert viewfusion best_model_all.pt --out runs/viewfusion-nmr
+  vantage convert viewfusion unet.safetensors --out runs/vf --set resolution=32 --set norm_groups=8
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", formatter_class=HelpFormatter, epilog=EPILOG, description=__doc__,
+                       help="turn released weights of a seed method into a vantage checkpoint")
+    p.add_argument("method", choices=["viewfusion"], help="whose weights: viewfusion (Spiegl et al. 2024)")
+    p.add_argument("path", type=Path, help="weights file: .pt / .pth (torch.load, weights_only) or .safetensors")
+    p.add_argument("--out", required=True, type=Path, help="run folder to write (new or empty)")
+    p.add_argument("--preset", default=None, help="preset giving what the weights cannot tell "
+                                                  "(default: viewfusion-nmr64, the released model's)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                   help="a config field of the method (JSON or plain text), e.g. resolution=32, norm_groups=8")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
+    p.set_defaults(func=cmd_convert)
+
+
+def read_weights(path: Path) -> object:
+    """The object stored in ``path`` (a safetensors dict, or ``torch.load(weights_only=True)``)."""
+    from vantage.cli.main import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
+        how = "safetensors" if path.suffix == ".safetensors" else "torch.load with weights_only=True"
+        raise UserError(f"cannot read {path} as weights ({how}): {e}") from None
+
+
+def convert_viewfusion(path: Path, out: Path, *, preset: str | None = None, overrides: list[str] | None = None,
+                       overwrite: bool = False, log=print) -> Path:
+    """Convert reference ViewFusion weights at ``path`` into the run folder ``out``; returns the checkpoint folder."""
+    import vantage.methods as vm
+    from vantage.cli.main import UserError
+    from vantage.methods.viewfusion_convert import ReferenceKeyError
+    from vantage.outputs import OutputExistsError
+    from vantage.train.checkpoint import RUN_FORMAT, atomic_write_json, find_checkpoint, save_checkpoint
+
+    preset = preset or "viewfusion-nmr64"
+    presets = vm.all_presets()
+    if preset not in presets or presets[preset][0] != "viewfusion":
+        known = [p for p, v in presets.items() if v[0] == "viewfusion"]
+        raise UserError(f"--preset {preset} is not a viewfusion preset; choose one of {', '.join(known)}")
+    cls = vm.method_class("viewfusion")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
+    try:
+        explicit = vm.parse_overrides(overrides or [], cls.config_class)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    values = {**presets[preset][1], "input_range": "unit", "clip_x0": "model", **explicit}
+    obj = read_weights(path)
+    try:
+        inferred = cls.reference_config_fields(obj, int(values.get("resolution", 64)), where=str(path))
+        for key, value in inferred.items():
+            if key in explicit and explicit[key] != value:
+                raise UserError(f"--set {key}={explicit[key]!r} contradicts the weights in {path}, which have "
+                                f"{key}={value!r}")
+            if key in values and values[key] != value:
+                log(f"note: the weights have {key}={value!r} (preset {preset}: {values[key]!r}); using the weights'")
+        values.update(inferred)
+        method = vm.build_method("viewfusion", values)
+        ignored = method.load_reference_state(obj, where=str(path))
+    except ReferenceKeyError as e:
+        raise UserError(str(e)) from None
+    except ValueError as e:
+        raise UserError(f"cannot build a ViewFusion model for {path}: {e}") from None
+    if ignored:
+        log(f"ignored {path.name} entries that are not UNet weights: {', '.join(ignored[:8])}"
+            + (" ..." if len(ignored) > 8 else ""))
+    if method.config.angle_mode == "relative":
+        log("note: 9 input channels, converted as angle_mode='relative' with channels [reference, view, noisy "
+            "target]; our relative angle is wrap(target − reference azimuth) (see docs/viewfusion.md)")
+    from vantage import __version__
+
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    run_cfg = {"format": RUN_FORMAT, "vantage_version": __version__, **method.to_json(), "preset": preset,
+               "converted_from": {"path": str(path), "sha256": sha, "ignored_keys": ignored}}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", run_cfg)
+    ckpt = save_checkpoint(out, 0, config={**run_cfg, "step": 0, "images": 0},
+                           weights=method.state_dict(), training_state={"step": 0, "converted": True})
+    if find_checkpoint(out) != ckpt:
+        raise UserError(f"{out} holds newer checkpoints than the converted one ({find_checkpoint(out)}); "
+                        f"use an empty --out")
+    n = sum(p.numel() for p in method.parameters())
+    log(f"converted {path} -> {ckpt} ({n:,} parameters, {method.config.resolution}x{method.config.resolution}, "
+        f"input_range={method.config.input_range}, angle_mode={method.config.angle_mode})")
+    return ckpt
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    convert_viewfusion(args.path, args.out, preset=args.preset, overrides=args.overrides, overwrite=args.overwrite)
+    return 0
