@@ -1,6 +1,6 @@
-"""`vantage sample` end to end with a tiny randomly initialised 3DiM checkpoint: an image input
-(resized, alpha, assumed camera), an object folder with ground truth, dataset targets, and the
-errors a user can make."""
+"""`vantage sample` end to end with tiny randomly initialised 3DiM and ViewFusion checkpoints: an image
+input (resized, alpha, assumed camera), an object folder with ground truth, dataset targets, several
+input views (autoregressive and fixed), ViewFusion's weight maps, and the errors a user can make."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from vantage.cli.main import main
 from vantage.methods import METHODS, build_method
 from vantage.methods.base import Method, MethodConfig
 from vantage.train.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = dict(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_heads=2, emb_ch=32,
             norm_groups=8, ray_octaves_origin=4, ray_octaves_dir=2, default_sampler="euler", default_steps=2,
@@ -109,6 +111,12 @@ def test_sample_from_an_object_folder_with_ground_truth(ckpt, objects, tmp_path,
     summary = json.loads((out2 / "sample.json").read_text())
     assert summary["views"] == 2 and summary["steps"] == 1 and len(summary["psnr"]) == 2
 
+    out3 = tmp_path / "two_inputs_fixed"  # 3DiM with two posed input views, fixed views: stochastic over both
+    assert main(["sample", "--checkpoint", str(ckpt), "--input", str(objects), "--orbit", "4", "--input-views", "0,2",
+                 "--no-autoregressive", "--out", str(out3), "--steps", "1"]) == 0
+    summary = json.loads((out3 / "sample.json").read_text())
+    assert summary["strategy"] == "stochastic" and summary["set_sizes"] == [0, 2, 0, 2]
+
 
 class Dummy(Method):
     """A method without a single-view denoiser."""
@@ -166,3 +174,134 @@ def test_sample_errors(ckpt, objects, tmp_path, capsys, monkeypatch):
     assert "--orbit" in run("--orbit", "0")
     assert "needs posed views" in run("--targets", "dataset")
     assert "--scene" in run("--scene", "7", inp=objects)
+
+
+# ------------------------------------------------------------------------------------ ViewFusion
+VF_TINY = dict(resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=4,
+               default_steps=2, max_views=2)
+
+
+@pytest.fixture(scope="module")
+def vf_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = build_method("viewfusion", VF_TINY)
+    with torch.no_grad():  # non-zero output convolution: weights that differ between views and pixels
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    run = tmp_path_factory.mktemp("vf_run")
+    save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
+    return run
+
+
+def _sample(ckpt, inp, out, *extra: str) -> int:
+    inputs = [str(p) for p in inp] if isinstance(inp, list) else [str(inp)]
+    return main(["sample", "--checkpoint", str(ckpt), "--input", *inputs, "--out", str(out), "--device", "cpu",
+                 *extra])
+
+
+def _frames(out) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p)) for p in sorted((out / "frames").iterdir())]).astype(int)
+
+
+def test_viewfusion_autoregressive_orbit_with_weight_maps(vf_ckpt, objects, tmp_path, capsys):
+    out = tmp_path / "vf"
+    assert _sample(vf_ckpt, objects, out, "--orbit", "4", "--input-views", "0,1", "--save-weights") == 0
+    said = capsys.readouterr().out
+    assert "strategy composed, autoregressive" in said  # the default strategy of a ViewFusion checkpoint
+    assert "reaches 3 views, more than the 2 the model was trained with" in said  # extrapolation: a note
+    assert [np.asarray(Image.open(p)).shape for p in sorted((out / "frames").iterdir())] == [(16, 16, 3)] * 4
+    assert Image.open(out / "orbit.gif").n_frames == 4
+    assert sorted(p.name for p in (out / "inputs").iterdir()) == ["000.png", "001.png"]
+    assert Image.open(out / "contact_sheet.png").height >= 3 * 64  # inputs | generated | truth
+    cams = json.loads((out / "cameras.json").read_text())
+    assert [f["view"] for f in cams["inputs"]] == [0, 1] and len(cams["frames"]) == 4
+    assert [f["generated"] for f in cams["frames"]] == [False, False, True, True]  # frames 0, 1 are the inputs
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["strategy"] == "composed" and summary["autoregressive"] and summary["guidance"] == 0
+    assert summary["set_sizes"] == [0, 0, 2, 3] and summary["nfe"] == 2 * 2 and summary["weights"] == "mean"
+
+    w = out / "weights"
+    assert sorted(p.name for p in w.iterdir()) == ["002.png", "003.png", "orbit.gif", "summary.json", "weights.pt"]
+    grid = Image.open(w / "003.png")
+    assert grid.width >= (3 + 2) * 64 and grid.height >= 2 * 64  # 3 views + output + colour bar, 2 rows
+    assert Image.open(w / "orbit.gif").n_frames == 2
+    raw = torch.load(w / "weights.pt")
+    assert raw["mode"] == "mean" and [f["frame"] for f in raw["frames"]] == [2, 3]
+    f2, f3 = raw["frames"]
+    assert f2["sources"] == ["view 0", "view 1"] and f3["sources"] == ["view 0", "view 1", "frame 2"]
+    for f in (f2, f3):
+        k = len(f["sources"])
+        assert f["weights"].shape == (k, 3, 16, 16)
+        assert torch.allclose(f["weights"].sum(0), torch.ones(3, 16, 16), atol=1e-5)  # over the views used
+        assert f["weights"].std() > 1e-4  # learned per-pixel weights, not uniform
+    assert set(json.loads((w / "summary.json").read_text())["mean_weight"]["3"]) == {"view 0", "view 1", "frame 2"}
+
+
+def test_viewfusion_fixed_views_do_not_depend_on_the_input_order(vf_ckpt, objects, tmp_path):
+    runs = {}
+    cases = (("a", "0,2", ()), ("b", "2,0", ("--max-rows", "1")), ("c", "2,0", ("--order", "alternating")))
+    for name, views, extra in cases:
+        out = tmp_path / name
+        assert _sample(vf_ckpt, objects, out, "--input-views", views, "--targets", "dataset", "--no-autoregressive",
+                       "--save-weights", "final", "--seed", "5", *extra) == 0
+        runs[name] = out
+    a = json.loads((runs["a"] / "sample.json").read_text())
+    assert not a["autoregressive"] and a["set_sizes"] == [2, 2] and a["input_views"] == [0, 2]
+    assert [f["ground_truth_view"] for f in json.loads((runs["a"] / "cameras.json").read_text())["frames"]] == [1, 3]
+    fa = _frames(runs["a"])
+    assert fa.std() > 0
+    for other in ("b", "c"):  # permutation invariance (same seed); neither the target order nor --max-rows matter
+        assert np.abs(_frames(runs[other]) - fa).max() <= 1
+        wa, wo = (torch.load(runs[n] / "weights" / "weights.pt")["frames"] for n in ("a", other))
+        for fa_, fo in zip(wa, wo):
+            assert fa_["frame"] == fo["frame"] and sorted(fo["sources"]) == ["view 0", "view 2"]
+            perm = [fo["sources"].index(s) for s in fa_["sources"]]
+            assert torch.allclose(fo["weights"][perm], fa_["weights"], atol=1e-5)
+            assert torch.allclose(fa_["weights"].sum(0), torch.ones(3, 16, 16), atol=1e-5)
+
+
+def test_viewfusion_from_several_images(vf_ckpt, ckpt, tmp_path, capsys):
+    a, b = tmp_path / "front.png", tmp_path / "side.png"
+    rgba = np.zeros((12, 20, 4), dtype=np.uint8)
+    rgba[..., 1], rgba[2:10, 4:16, 3] = 180, 255
+    Image.fromarray(rgba, "RGBA").save(a)
+    Image.new("RGB", (16, 16), (30, 60, 200)).save(b)
+    out = tmp_path / "imgs"
+    assert _sample(vf_ckpt, [a, b], out, "--orbit", "3", "--save-weights") == 0
+    said = capsys.readouterr().out
+    assert "front.png: resized the input image from 20x12" in said and "2 images have no pose" in said
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["input_views"] == [0, 1] and summary["set_sizes"] == [0, 2, 3]  # frame 0: the first image
+    assert np.array_equal(np.asarray(Image.open(out / "inputs" / "001.png")), np.asarray(Image.open(b)))
+    assert torch.load(out / "weights" / "weights.pt")["frames"][0]["sources"] == ["front", "side"]
+    # a method that reads the input cameras cannot use several unposed images
+    assert _sample(ckpt, [a, b], tmp_path / "3dim", "--orbit", "3") == 2
+    assert "same default camera" in capsys.readouterr().err
+
+
+def test_viewfusion_sample_errors(vf_ckpt, ckpt, objects, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.new("RGB", (16, 16), "white").save(img)
+
+    def err(*extra: str, checkpoint=vf_ckpt, inp=objects) -> str:
+        code = _sample(checkpoint, inp, tmp_path / f"out{len(list(tmp_path.iterdir()))}", "--orbit", "2", *extra)
+        said = capsys.readouterr().err
+        assert code == 2, said
+        assert "Traceback" not in said and len(said.strip().splitlines()) == 1
+        return said
+
+    assert "no classifier-free guidance" in err("--guidance", "3")
+    assert "needs a ViewFusion checkpoint" in err("--strategy", "composed", checkpoint=ckpt)
+    assert "needs --strategy composed" in err("--strategy", "stochastic", "--save-weights")
+    assert "zero input views" in err("--input-views", "")
+    assert "zero input views" in err("--num-input-views", "0")
+    assert "has 4 views" in err("--input-views", "0,9")
+    assert "twice" in err("--input-views", "1,1")
+    assert "not both" in err("--input-views", "0,1", "--num-input-views", "2")
+    assert "must all be image files" in err(inp=[img, objects])
+    assert "no such option" in err("--max-rows", "2", checkpoint=ckpt)
+    # guidance 0 is accepted (it is ViewFusion's default); --num-input-views spaces the views evenly
+    out = tmp_path / "ok"
+    assert _sample(vf_ckpt, objects, out, "--guidance", "0", "--num-input-views", "2", "--input-view", "1",
+                   "--orbit", "2", "--strategy", "stochastic", "--steps", "1") == 0
+    assert json.loads((out / "sample.json").read_text())["input_views"] == [1, 3]

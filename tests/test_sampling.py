@@ -257,3 +257,35 @@ def test_orbit_per_sample_seeds_and_coincident_targets():
     assert both.set_sizes[0].tolist() == [0, 0, 2, 3, 4, 5, 6, 7]
     gen = autoregressive_orbit(den, a, targets, coincident="generate", **kw)
     assert gen.generated.all()
+
+
+def test_fixed_views_orbit_conditions_on_the_inputs_only():
+    rec = Recorder(mix=0.5)
+    targets = orbit_cameras(8, resolution=R, start_azimuth_deg=10.0)[:4]  # none coincides with an input
+    events = []
+    kw = dict(sampler="euler_ancestral", sigmas=[10.0, 1.0, 0.0], strategy="stochastic", seed=3, autoregressive=False)
+    res = autoregressive_orbit(rec, _object(2), targets, callback=events.append, **kw)
+    assert res.set_sizes.tolist() == [[2, 2, 2, 2]] and res.generated.all() and res.nfe == 8
+    assert {v for call in rec.seen for v in call} <= {0, 1}  # never a generated view
+    assert all(isinstance(e["strategy"], StochasticConditioning) for e in events)
+    # targets are independent of each other: the generation order changes nothing
+    back = autoregressive_orbit(Recorder(mix=0.5), _object(2), targets, order=[3, 2, 1, 0], **kw)
+    assert torch.equal(back.images, res.images)
+    grown = autoregressive_orbit(Recorder(mix=0.5), _object(2), targets, **{**kw, "autoregressive": True})
+    assert grown.set_sizes.tolist() == [[2, 3, 4, 5]]
+
+
+def test_choose_input_views():
+    from vantage.data.formats.common import DatasetError
+    from vantage.sampling.inputs import choose_input_views
+
+    assert choose_input_views(24) == [0] and choose_input_views(24, input_view=5) == [5]
+    assert choose_input_views(24, input_views=[12, 0, -1]) == [12, 0, 23]
+    assert choose_input_views(24, num_input_views=3, input_view=2) == [2, 10, 18]
+    assert choose_input_views(5, num_input_views=5) == [0, 1, 2, 3, 4]
+    assert choose_input_views(3, default_all=True) == [0, 1, 2]
+    for kw, msg in (({"input_views": []}, "zero input views"), ({"num_input_views": 0}, "zero input views"),
+                    ({"input_views": [0, 24]}, "has 24 views"), ({"input_views": [1, -23]}, "twice"),
+                    ({"num_input_views": 25}, "only 24 views"), ({"input_view": 30}, "--input-view 30")):
+        with pytest.raises(DatasetError, match=msg):
+            choose_input_views(24, **kw)

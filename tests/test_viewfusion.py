@@ -397,3 +397,53 @@ def test_convert_cli_round_trip(ref, tmp_path, capsys):
     assert main(["convert", "viewfusion", str(path), "--out", str(tmp_path / "c"), "--set", "ch=32"]) == 2
     assert "contradicts the weights" in capsys.readouterr().err
     assert main(["convert", "viewfusion", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "d")]) == 2
+
+
+def test_weight_recorder_keeps_the_weights_of_the_views_composed():
+    from vantage.sampling import autoregressive_orbit
+    from vantage.sampling.weights import WeightRecorder
+
+    m = _perturbed(_tiny())
+    ring = ring_cameras(24, resolution=16)
+    images = torch.rand(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    inputs = ViewSet(images=images, cameras=ring[torch.tensor([[0, 6]])], valid=torch.ones(1, 2, dtype=torch.bool),
+                     view_ids=torch.zeros(1, 2, dtype=torch.long))
+    targets = ring[torch.tensor([12, 18, 3])]
+    recs = {mode: WeightRecorder(images[0], mode) for mode in ("mean", "final")}
+    results = {mode: autoregressive_orbit(m, inputs, targets, strategy=composed_strategy, steps=3, seed=0,
+                                          callback=rec, strategy_options={"accumulate_weights": mode == "mean"})
+               for mode, rec in recs.items()}
+    res = results["mean"]
+    assert torch.equal(res.images, results["final"].images)  # recording changes nothing
+    for rec in recs.values():
+        assert [r.frame for r in rec.records] == [0, 1, 2]
+        assert [r.sources for r in rec.records] == [["input 0", "input 1"], ["input 0", "input 1", "frame 0"],
+                                                    ["input 0", "input 1", "frame 0", "frame 1"]]
+        last = rec.records[-1]
+        assert torch.equal(last.images[2], res.images[0, 0]) and torch.equal(last.images[3], res.images[0, 1])
+        assert torch.equal(last.images[:2], images[0]) and torch.equal(last.output, res.images[0, 2])
+        for r in rec.records:
+            assert torch.allclose(r.weights.sum(0), torch.ones(3, 16, 16), atol=1e-5)
+    assert not torch.allclose(recs["mean"].records[2].weights, recs["final"].records[2].weights)
+    # fixed views: every target composes the two inputs only
+    fixed = WeightRecorder(images[0], "final")
+    autoregressive_orbit(m, inputs, targets, strategy=composed_strategy, steps=2, callback=fixed, autoregressive=False)
+    assert all(r.sources == ["input 0", "input 1"] for r in fixed.records)
+    with pytest.raises(ValueError, match="accumulate_weights=True"):
+        autoregressive_orbit(m, inputs, targets[:1], strategy=composed_strategy, steps=1,
+                             callback=WeightRecorder(images[0], "mean"))
+    with pytest.raises(TypeError, match="composing strategy"):
+        autoregressive_orbit(m, inputs, targets[:1], strategy="stochastic", steps=1,
+                             callback=WeightRecorder(images[0], "final"))
+
+
+def test_angles_outside_one_turn_are_wrapped():
+    from vantage.cameras import look_at, spherical_to_cartesian
+
+    az = torch.tensor([-30.0, 390.0, 720.0, -360.0]).deg2rad().double()
+    eye = spherical_to_cartesian(torch.full_like(az, math.radians(60)), az, torch.full_like(az, 2.5))
+    cams = Cameras(look_at(eye).float(), ring_cameras(24, resolution=16).K[:4], 16, 16)
+    got = target_angle(cams)
+    want = torch.tensor([330.0, 30.0, 0.0, 0.0]).deg2rad()
+    assert ((got >= 0) & (got < 2 * math.pi)).all()
+    assert (torch.remainder(got - want + math.pi, 2 * math.pi) - math.pi).abs().max() < 1e-5

@@ -1,4 +1,4 @@
-"""Pictures a person looks at: contact sheets, camera plots, GIFs.
+"""Pictures a person looks at: contact sheets, camera plots, GIFs, weight maps.
 
 Images follow the internal convention: float tensors in [-1, 1], ``(N, 3, H, W)``.
 """
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from vantage.cameras import Cameras
 
-__all__ = ["to_uint8", "contact_sheet", "plot_cameras", "save_gif"]
+__all__ = ["to_uint8", "contact_sheet", "plot_cameras", "save_gif", "heat_image", "weight_grid", "save_image_gif"]
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -105,4 +105,79 @@ def save_gif(frames: Tensor, path: str | Path, fps: float = 8.0, min_size: int =
     scale = max(1, -(-min_size // max(h, w)))
     imgs = [Image.fromarray(f).resize((w * scale, h * scale), Image.NEAREST) for f in to_uint8(frames)]
     imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+# inferno-like colour map anchors (0 -> black, 1 -> light yellow), RGB in [0, 255]
+_HEAT = torch.tensor([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+                      [250, 193, 39], [252, 255, 164]], dtype=torch.float32)
+
+
+def heat_image(values: Tensor) -> Tensor:
+    """``(..., H, W)`` values in [0, 1] (clamped) -> ``(..., 3, H, W)`` in [-1, 1] through an
+    inferno-like colour map (0 black, 0.5 red, 1 light yellow)."""
+    v = values.detach().float().cpu().clamp(0, 1) * (len(_HEAT) - 1)
+    lo = v.floor().long().clamp(max=len(_HEAT) - 2)
+    frac = (v - lo)[..., None]
+    rgb = _HEAT[lo] * (1 - frac) + _HEAT[lo + 1] * frac  # (..., H, W, 3)
+    return (rgb / 127.5 - 1).movedim(-1, -3)
+
+
+def weight_grid(views: Tensor, weights: Tensor, labels: Sequence[str], output: Tensor | None = None,
+                title: str = "", min_cell: int = 64, pad: int = 4) -> Image.Image:
+    """One composed prediction at a glance: row 1 the ``k`` conditioning views ``(k, 3, H, W)`` in
+    [-1, 1] (and the ``output (3, H, W)`` at the right), row 2 their weights ``(k, 3, H, W)`` or
+    ``(k, H, W)`` in [0, 1] (mean over colour channels) as heat maps on a fixed 0..1 scale (with a
+    colour bar). Each column is labelled with ``labels[i]`` and the view's mean weight."""
+    k = views.shape[0]
+    if weights.ndim == 4:
+        weights = weights.float().mean(dim=1)
+    if weights.shape[0] != k or len(labels) != k or tuple(weights.shape[-2:]) != tuple(views.shape[-2:]):
+        raise ValueError(f"weight_grid: {k} views {tuple(views.shape)}, weights {tuple(weights.shape)} and "
+                         f"{len(labels)} labels do not match")
+    h, w = views.shape[-2:]
+    scale = max(1, -(-min_cell // max(h, w)))
+    ch, cw = h * scale, w * scale
+    text_h, col_w = 12, max(cw, 64)
+    extra = 2 if output is not None else 1  # output column (or none) + colour bar column
+    width = pad + (k + extra) * (col_w + pad) + 8
+    if title:
+        width = max(width, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title)) + 2 * pad)
+    top = pad + (text_h + pad if title else 0)
+    height = top + 2 * (ch + 2 * text_h + pad) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((pad, pad), title, fill=(0, 0, 0))
+
+    def cell(img: np.ndarray, col: int, row: int, caption: Sequence[str]) -> None:
+        x, y = pad + col * (col_w + pad), top + row * (ch + 2 * text_h + pad)
+        sheet.paste(Image.fromarray(img).resize((cw, ch), Image.NEAREST), (x, y))
+        for i, line in enumerate(caption):
+            draw.text((x, y + ch + 1 + i * text_h), line, fill=(0, 0, 0))
+
+    heat = to_uint8(heat_image(weights))
+    for i, (img, hm) in enumerate(zip(to_uint8(views), heat)):
+        cell(img, i, 0, [labels[i]])
+        cell(hm, i, 1, [f"mean w {float(weights[i].mean()):.2f}"])
+    if output is not None:
+        cell(to_uint8(output), k, 0, ["output"])
+    bar = heat_image(torch.linspace(1, 0, h)[:, None].expand(h, w))
+    cell(to_uint8(bar), k + extra - 1, 1, ["scale: top 1", "bottom 0"])
+    return sheet
+
+
+def save_image_gif(images: Sequence[Image.Image], path: str | Path, fps: float = 2.0) -> Path:
+    """Save PIL images as a looping GIF; smaller ones are padded (white, top left) to the largest size."""
+    if not images:
+        raise ValueError("save_image_gif needs at least one image")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = (max(i.width for i in images), max(i.height for i in images))
+    frames = []
+    for img in images:
+        canvas = Image.new("RGB", size, "white")
+        canvas.paste(img.convert("RGB"), (0, 0))
+        frames.append(canvas)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return path

@@ -22,7 +22,9 @@ Novel View Synthesis", arXiv 2402.02906).
   (``x_σ = x0 + σ·ε``) with the per-view weights of the last call in ``last_weights``;
   :meth:`ViewFusion.single_view_denoiser` is its one-view case for the strategies of
   :mod:`vantage.sampling`, and :func:`composed_strategy` lets ``autoregressive_orbit`` compose the
-  whole growing set at every step (the paper's autoregressive mode).
+  whole growing set at every step (the paper's autoregressive mode). The denoisers live in
+  :mod:`vantage.methods.viewfusion_sampling` (re-exported here); ``vantage sample`` uses them
+  (``docs/viewfusion.md``, "Sampling").
 * Released weights expect images in ``[0, 1]`` (``input_range="unit"``): a noisy ``[0, 1]`` image
   ``y0 + σ'ε`` equals ``(x + 1)/2`` for our ``x = x0 + σε`` with ``σ = 2σ'`` and the *same* ε. So the
   network is fed ``(x + 1)/2`` at ``σ' = σ/2`` (γ' = 1/(1 + σ'²)) and conditioning views ``(v + 1)/2``,
@@ -40,20 +42,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vantage.cameras import Cameras
 from vantage.data.pairs import PairBatch, PairSampler
 from vantage.data.views import ViewSet
-from vantage.diffusion.denoisers import Denoiser, append_dims, broadcast_sigma
+from vantage.diffusion.denoisers import append_dims, broadcast_sigma
 from vantage.diffusion.losses import per_sample_mse, vp_training_inputs
 from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import DiscreteSchedule, discrete_sigmas
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig, ViewCond
+from vantage.methods.base import Method, MethodConfig
 from vantage.methods.viewfusion_compose import COMPOSITIONS, Composition, check_views, compose, pack_rows, target_angle
 from vantage.methods.viewfusion_convert import infer_unet_fields, map_reference_state, unwrap_reference_state
+from vantage.methods.viewfusion_sampling import ViewFusionDenoiser, ViewFusionSingleView, composed_strategy
 from vantage.nn.unet import UNet, UNetConfig, viewfusion_unet_config
 from vantage.sampling.strategies import ViewSetCond
 
@@ -175,6 +178,13 @@ class ViewFusion(Method):
 
     name = "viewfusion"
     config_class = ViewFusionConfig
+    supports_guidance = False  # no unconditional branch: no classifier-free guidance
+
+    @property
+    def uses_input_poses(self) -> bool:
+        """Whether the cameras of the conditioning views matter (only the relative variant's reference
+        view's azimuth does; the absolute model reads the target camera alone)."""
+        return self.config.angle_mode == "relative"
 
     def __init__(self, config: ViewFusionConfig) -> None:
         super().__init__(config)
@@ -332,86 +342,6 @@ class ViewFusion(Method):
     def reference_config_fields(obj: Any, resolution: int, where: str = "state dict") -> dict:
         """Config fields inferred from reference weights (see :func:`infer_unet_fields`)."""
         return infer_unet_fields(unwrap_reference_state(obj, where)[0], resolution, where)
-
-
-class ViewFusionDenoiser(Denoiser):
-    """``D(x (B, 3, H, W), σ, cond: ViewSetCond) -> x̂0 = x − σ·ε̂`` of a :class:`ViewFusion` (σ-space).
-
-    ``forward(..., return_weights=True)`` also returns the ``(B, N, 3, H, W)`` weights; every call
-    stores them in ``last_weights`` (and the :class:`Composition` in ``last``). ``calls`` counts calls.
-    """
-
-    def __init__(self, method: ViewFusion, clip_x0: str = "model") -> None:
-        super().__init__()
-        if clip_x0 not in ("model", "data", "none"):
-            raise ValueError(f"clip_x0 must be 'model', 'data' or 'none', got {clip_x0!r}")
-        self.method, self.clip_mode = method, clip_x0
-        lo_model = -3.0 if method.config.input_range == "unit" else -1.0
-        self.clip_range = {"model": (lo_model, 1.0), "data": (-1.0, 1.0), "none": None}[clip_x0]
-        sched = method.sample_schedule
-        self.sigma_min, self.sigma_max = sched.sigma_min * method.scale, sched.sigma_max * method.scale
-        self.sigmas = (sched.sigmas * method.scale).float()
-        self.last: Composition | None = None
-        self.calls = 0
-
-    @property
-    def last_weights(self) -> Tensor | None:
-        """``(B, N, 3, H, W)`` weights of the latest call (None before the first)."""
-        return None if self.last is None else self.last.weights
-
-    def denoise(self, x: Tensor, sigma: Tensor, cond: Any) -> Tensor:
-        if not isinstance(cond, ViewSetCond):
-            raise TypeError(f"the ViewFusion set denoiser needs cond: ViewSetCond (views + target cameras), "
-                            f"got {type(cond).__name__}")
-        if cond.batch_size != x.shape[0]:
-            raise ValueError(f"cond has {cond.batch_size} samples but x has {x.shape[0]}")
-        self.last = self.method.compose(x, sigma, cond.views, cond.target)
-        self.calls += 1
-        wide = torch.float32 if x.device.type == "mps" else torch.float64
-        x0 = (x.to(wide) - append_dims(sigma.to(wide), x.ndim) * self.last.eps.to(wide)).to(x.dtype)
-        return x0 if self.clip_range is None else x0.clamp(*self.clip_range)
-
-    def forward(self, x: Tensor, sigma: Tensor | float, cond: Any = None,  # type: ignore[override]
-                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        out = super().forward(x, sigma, cond)
-        return (out, self.last.weights) if return_weights else out
-
-
-class ViewFusionSingleView(nn.Module):
-    """``D(x, σ, cond: ViewCond) -> x̂0``: a one-view set through :class:`ViewFusionDenoiser`
-    (``set_denoiser``). ``ViewCond.drop`` is refused: ViewFusion has no unconditional branch."""
-
-    def __init__(self, set_denoiser: ViewFusionDenoiser) -> None:
-        super().__init__()
-        self.set_denoiser = set_denoiser
-
-    sigma_min = property(lambda self: self.set_denoiser.sigma_min)
-    sigma_max = property(lambda self: self.set_denoiser.sigma_max)
-    sigmas = property(lambda self: self.set_denoiser.sigmas)
-
-    def forward(self, x: Tensor, sigma: Tensor | float, cond: ViewCond) -> Tensor:
-        if not isinstance(cond, ViewCond):
-            raise TypeError(f"the single-view denoiser needs cond: ViewCond, got {type(cond).__name__}")
-        if cond.drop is not None and bool(cond.drop.any()):
-            raise ValueError("ViewFusion has no unconditional branch (ViewCond.drop set): use guidance 0")
-        B = cond.images.shape[0]
-        valid = torch.ones(B, 1, dtype=torch.bool, device=cond.images.device)
-        views = ViewSet(images=cond.images[:, None], cameras=cond.source.reshape(B, 1), valid=valid,
-                        view_ids=torch.zeros(B, 1, dtype=torch.long, device=valid.device))
-        return self.set_denoiser(x, sigma, ViewSetCond(views, cond.target))
-
-
-def composed_strategy(denoiser: Any, generator: Any = None, **options: Any) -> ViewFusionDenoiser:
-    """Strategy factory for :func:`vantage.sampling.autoregressive_orbit` (``strategy=composed_strategy``):
-    every denoiser call composes *all* valid views of the set (inputs and views generated so far).
-    ``denoiser`` must be a ViewFusion single-view denoiser; ``generator`` is unused (deterministic)."""
-    inner = getattr(denoiser, "set_denoiser", None)
-    if not isinstance(inner, ViewFusionDenoiser):
-        raise TypeError("composed_strategy needs the single-view denoiser of a ViewFusion model "
-                        f"(ViewFusion.single_view_denoiser()), got {type(denoiser).__name__}")
-    if options:
-        raise TypeError(f"composed_strategy takes no options, got {sorted(options)}")
-    return ViewFusionDenoiser(inner.method, inner.clip_mode)  # a fresh call counter per orbit step
 
 
 # ---------------------------------------------------------------------------------------- presets

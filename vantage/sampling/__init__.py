@@ -4,7 +4,12 @@
   ``stochastic`` (3DiM) strategies, :func:`make_strategy`, and classifier-free guidance of a
   single-view denoiser (:func:`view_cfg_denoiser`).
 - :mod:`~vantage.sampling.orbit`: :func:`autoregressive_orbit` (generate a view, add it to the set,
-  next target), generation orders and per-sample seeding.
+  next target; or ``autoregressive=False``: every target from the inputs only), generation orders and
+  per-sample seeding.
+- :mod:`~vantage.sampling.inputs`: what ``vantage sample`` reads (images, object folders, input views)
+  and its target cameras.
+- :mod:`~vantage.sampling.weights`: :class:`WeightRecorder`, ViewFusion's per-view composition weights
+  of every generated view, and :func:`save_weight_maps`.
 
 See ``docs/sampling.md``.
 """
@@ -20,6 +25,8 @@ from vantage.sampling.strategies import (
     make_strategy,
     view_cfg_denoiser,
 )
+from vantage.sampling.weights import ViewWeights, WeightRecorder, save_weight_maps
 
 __all__ = ["OrbitResult", "autoregressive_orbit", "generation_order", "sample_seeds", "STRATEGIES", "Branches",
-           "SingleView", "StochasticConditioning", "Strategy", "ViewSetCond", "make_strategy", "view_cfg_denoiser"]
+           "SingleView", "StochasticConditioning", "Strategy", "ViewSetCond", "make_strategy", "view_cfg_denoiser",
+           "ViewWeights", "WeightRecorder", "save_weight_maps"]

@@ -1,7 +1,8 @@
 """Inputs and target cameras for sampling from a trained model (what ``vantage sample`` reads).
 
 :func:`load_input` turns a path into :class:`SampleInput`: the views of one object at the model's
-resolution, which one is the input, and a list of notes saying what was done to them:
+resolution, which of them are the input views, and a list of notes saying what was done to them
+(:func:`load_inputs` also takes several image files: one object, one input view per file):
 
 * **An image file** (png/jpg/jpeg/webp): read by
   :class:`~vantage.data.formats.images.ImageFolderDataset` (alpha composited on white; a
@@ -13,6 +14,11 @@ resolution, which one is the input, and a list of notes saying what was done to 
   (``scene`` picks one when the path holds several), all its views; view ``input_view`` is the
   input and the others may serve as ground truth. Views of another size are resized (a
   non-square view is centre-cropped first), with their intrinsics.
+* **Several input views**: ``input_views`` (explicit positions, the first one is the reference
+  the orbit runs through) or ``num_input_views`` (``K`` views evenly spaced over the object's views,
+  starting at ``input_view``); several image files are all inputs unless chosen the same way.
+  Several unposed images all get the default camera (a method that reads input poses cannot use
+  them; ViewFusion's absolute-angle model does not).
 
 Targets (:func:`orbit_targets`): ``n`` cameras on the circle through the input camera around the
 world +z axis (azimuths ``az_in + 360°·k/n``, ``k = 0..n−1``), at the input's elevation (or a given
@@ -24,6 +30,7 @@ the object whose cameras equal targets (ground truth).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +41,8 @@ from vantage.data.formats import detect_format, open_dataset
 from vantage.data.formats.common import IMAGE_EXTENSIONS, DatasetError, image_size, resize_views
 from vantage.data.views import ObjectViews
 
-__all__ = ["SampleInput", "load_input", "orbit_targets", "match_views", "fit_resolution"]
+__all__ = ["SampleInput", "load_input", "load_inputs", "choose_input_views", "orbit_targets", "match_views",
+           "fit_resolution"]
 
 
 @dataclass
@@ -43,11 +51,12 @@ class SampleInput:
 
     Attributes:
         views: :class:`ObjectViews` ``(N, 3, R, R)`` at the model's resolution ``R``.
-        input_index: position of the input view in ``views``.
+        input_index: position of the (first) input view in ``views``: the reference the orbit runs through.
         posed: whether the cameras are real (False: the assumed default camera of an image).
-        source: ``"image"`` or the dataset format name.
+        source: ``"image"``, ``"images"`` (several files) or the dataset format name.
         scene: the scene's name.
         notes: what was done to the input (resizing, compositing, assumed camera), for the user.
+        input_indices: positions of all input views (None: ``[input_index]``); the first is ``input_index``.
     """
 
     views: ObjectViews
@@ -56,10 +65,23 @@ class SampleInput:
     source: str
     scene: str
     notes: list[str] = field(default_factory=list)
+    input_indices: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_indices is None:
+            self.input_indices = [self.input_index]
+        if not self.input_indices or self.input_indices[0] != self.input_index:
+            raise ValueError(f"input_indices {self.input_indices} must start with input_index {self.input_index}")
 
     @property
     def input(self) -> ObjectViews:
+        """The (first) input view, ``(1, 3, R, R)``."""
         return self.views.select([self.input_index])
+
+    @property
+    def inputs(self) -> ObjectViews:
+        """All input views, ``(K, 3, R, R)``, in the order given."""
+        return self.views.select(self.input_indices)
 
 
 def fit_resolution(views: ObjectViews, resolution: int, notes: list[str]) -> ObjectViews:
@@ -101,13 +123,48 @@ def _scene_index(ds, scene: str | int | None, notes: list[str]) -> int:
     return names.index(scene)
 
 
+def choose_input_views(n: int, *, input_view: int = 0, input_views: Sequence[int] | None = None,
+                       num_input_views: int | None = None, default_all: bool = False,
+                       where: str = "the input") -> list[int]:
+    """Positions (in ``[0, n)``) of the input views among ``n`` views (see the module docstring).
+
+    ``input_views``: explicit positions (negative ones count from the end); ``num_input_views``: ``K``
+    evenly spaced views from ``input_view`` on; neither: ``[input_view]`` (or all when ``default_all``).
+    Raises :class:`DatasetError` for zero views, positions out of range, repeats, or both options."""
+    if input_views is not None and num_input_views is not None:
+        raise DatasetError("give --input-views or --num-input-views, not both")
+    if not -n <= input_view < n:
+        raise DatasetError(f"--input-view {input_view}: {where} has {n} views")
+    if input_views is not None:
+        picked = [int(i) for i in input_views]
+        if not picked:
+            raise DatasetError("zero input views: --input-views needs at least one view position")
+        bad = [i for i in picked if not -n <= i < n]
+        if bad:
+            raise DatasetError(f"--input-views {','.join(map(str, bad))}: {where} has {n} views (0..{n - 1})")
+        picked = [i % n for i in picked]
+        if len(set(picked)) != len(picked):
+            raise DatasetError(f"--input-views lists a view twice: {','.join(map(str, picked))}")
+        return picked
+    if num_input_views is not None:
+        if num_input_views < 1:
+            raise DatasetError(f"zero input views: --num-input-views must be >= 1, got {num_input_views}")
+        if num_input_views > n:
+            raise DatasetError(f"--num-input-views {num_input_views}: {where} has only {n} views")
+        return [(input_view + round(j * n / num_input_views)) % n for j in range(num_input_views)]
+    return list(range(n)) if default_all else [input_view % n]
+
+
 def load_input(path: str | Path, resolution: int, *, elevation_deg: float = 30.0, radius: float = 2.5,
                fov_deg: float = 40.0, scene: str | int | None = None, input_view: int = 0,
+               input_views: Sequence[int] | None = None, num_input_views: int | None = None,
                format: str | None = None) -> SampleInput:
     """Read an image file or an object folder (see the module docstring) at ``resolution``.
 
-    ``elevation_deg``, ``radius`` and ``fov_deg`` define the default camera of unposed images.
-    Raises :class:`DatasetError` (a ``ValueError``) or ``FileNotFoundError`` with the path.
+    ``elevation_deg``, ``radius`` and ``fov_deg`` define the default camera of unposed images;
+    ``input_view``, ``input_views`` and ``num_input_views`` choose the input views
+    (:func:`choose_input_views`). Raises :class:`DatasetError` (a ``ValueError``) or
+    ``FileNotFoundError`` with the path.
     """
     path = Path(path)
     if not path.exists():
@@ -130,18 +187,68 @@ def load_input(path: str | Path, resolution: int, *, elevation_deg: float = 30.0
             notes.append("the image has an alpha channel: composited on white")
         notes.append(f"the image has no pose: assumed the default camera (azimuth 0, elevation {elevation_deg:g}°, "
                      f"radius {radius:g}, horizontal FOV {fov_deg:g}°, looking at the origin)")
-        return SampleInput(views, 0, False, "image", views.name, notes)
+        picked = choose_input_views(1, input_view=input_view, input_views=input_views,
+                                    num_input_views=num_input_views, where=f"image {path.name}")
+        return SampleInput(views, 0, False, "image", views.name, notes, picked)
 
     fmt = format or detect_format(path)
     ds = open_dataset(path, fmt, **(cam_opts if fmt == "images" else {}))
     index = _scene_index(ds, scene, notes)
+    if fmt == "images" and len(ds) > 1:
+        notes.append("an image folder holds one scene per image; for several views of one object give the files "
+                     "themselves (--input DIR/*.png)")
     views = fit_resolution(ds.load(index), resolution, notes)
     posed = bool(views.meta.get("posed", True)) and fmt != "images"
-    if not -len(views) <= input_view < len(views):
-        raise DatasetError(f"--input-view {input_view}: scene '{views.name}' has {len(views)} views")
+    picked = choose_input_views(len(views), input_view=input_view, input_views=input_views,
+                                num_input_views=num_input_views, where=f"scene '{views.name}'")
     if not posed:
         notes.append("the views have no pose: assumed the default camera for every view")
-    return SampleInput(views, input_view % len(views), posed, fmt, views.name, notes)
+    return SampleInput(views, picked[0], posed, fmt, views.name, notes, picked)
+
+
+def load_inputs(paths: Sequence[str | Path], resolution: int, *, input_view: int = 0,
+                input_views: Sequence[int] | None = None, num_input_views: int | None = None,
+                **options) -> SampleInput:
+    """:func:`load_input` of one path, or several image files as the views of one unposed object.
+
+    Each file is read (composited, padded and resized to ``resolution`` as one image would be; the
+    notes name the file) and gets the default camera; by default every file is an input view
+    (``input_views`` / ``num_input_views`` choose others, see :func:`choose_input_views`).
+    ``options`` go to :func:`load_input` (camera of unposed images; ``scene``/``format`` only for one path).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DatasetError("zero input views: give at least one --input")
+    if len(paths) == 1:
+        return load_input(paths[0], resolution, input_view=input_view, input_views=input_views,
+                          num_input_views=num_input_views, **options)
+    for opt in ("scene", "format"):
+        if options.pop(opt, None) is not None:
+            raise DatasetError(f"--{opt} applies to one object folder, not to {len(paths)} image files")
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"input not found: {p}")
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DatasetError(f"{p}: several --input paths must all be image files "
+                               f"({', '.join(IMAGE_EXTENSIONS)}); give an object folder on its own")
+    resolved = [p.resolve() for p in paths]
+    twice = sorted({str(p) for p, r in zip(paths, resolved) if resolved.count(r) > 1})
+    if twice:
+        raise DatasetError(f"the same image is given twice: {', '.join(twice)}")
+    singles = [load_input(p, resolution, **options) for p in paths]
+    notes: list[str] = []
+    for p, one in zip(paths, singles):
+        notes += [f"{p.name}: {n}" for n in one.notes if "has no pose" not in n]
+    notes.append(f"the {len(paths)} images have no pose: each is given the default camera (azimuth 0, elevation "
+                 f"{options.get('elevation_deg', 30.0):g}°); the orbit runs through the first")
+    views = ObjectViews(images=torch.cat([o.views.images for o in singles]),
+                        cameras=Cameras.cat([o.views.cameras for o in singles]),
+                        masks=torch.cat([o.views.masks for o in singles])
+                        if all(o.views.masks is not None for o in singles) else None,
+                        name=paths[0].stem, meta={"format": "images", "posed": False, "files": [str(p) for p in paths]})
+    picked = choose_input_views(len(paths), input_view=input_view, input_views=input_views,
+                                num_input_views=num_input_views, default_all=True, where=f"the {len(paths)} images")
+    return SampleInput(views, picked[0], False, "images", views.name, notes, picked)
 
 
 def orbit_targets(input_camera: Cameras, n: int, *, elevation_deg: float | None = None,
