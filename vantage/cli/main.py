@@ -1,4 +1,4 @@
-"""The ``vantage`` command: ``vantage demo``, ``vantage data ...``, ``vantage convert ...``.
+"""The ``vantage`` command: ``vantage demo``, ``vantage data ...``, ``vantage convert ...``, ``vantage reconstruct``.
 
 Each sub-command lives in its own module and registers itself with :func:`build_parser`.
 Errors a user can fix (bad input, existing outputs) are printed as one line with exit code 2;
@@ -21,7 +21,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vantage.cli import convert, data, demo, sample
+    from vantage.cli import convert, data, demo, reconstruct, sample
     from vantage.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.register(sub)
     train_cmd.register(sub)
     convert.register(sub)
+    reconstruct.register(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID; 3D consistency to come.
+"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID, 3D consistency (docs/consistency.md).
 
 Input conventions (see docs/metrics.md): :func:`psnr`/:func:`ssim` take [0, 1] images (map
 vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS` and :class:`FIDInceptionV3` take
@@ -6,10 +6,13 @@ vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS` and :class:`FIDIn
 (:mod:`vantage.eval.weights`); a missing one raises :class:`WeightsUnavailable`.
 """
 
+from vantage.eval.consistency import adjacent_view_score, consistency_score, reprojection_error, split_views
 from vantage.eval.fid import FeatureStats, feature_stats, fid, frechet_distance, kid, load_stats, save_stats
 from vantage.eval.inception import FIDInceptionV3
 from vantage.eval.lpips import LPIPS
+from vantage.eval.mesh import Mesh, field_mesh, marching_tetrahedra, write_mesh
 from vantage.eval.metrics import psnr, ssim, to_unit
+from vantage.eval.voxels import Field, FitConfig, fit_field, render_field
 from vantage.eval.weights import WEIGHT_FILES, WeightsChecksumError, WeightsUnavailable, find_weights
 
 __all__ = [
@@ -29,4 +32,17 @@ __all__ = [
     "save_stats",
     "ssim",
     "to_unit",
+    # 3D consistency (vantage.eval.consistency, .voxels, .mesh)
+    "Field",
+    "FitConfig",
+    "Mesh",
+    "adjacent_view_score",
+    "consistency_score",
+    "field_mesh",
+    "fit_field",
+    "marching_tetrahedra",
+    "render_field",
+    "reprojection_error",
+    "split_views",
+    "write_mesh",
 ]
