@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from vantage.state_dicts import state_dict_mismatch
+
 __all__ = ["check_images", "full_precision", "load_into"]
 
 
@@ -18,19 +20,10 @@ def load_into(module: nn.Module, state_dict: dict[str, Tensor], source: str) -> 
     them; BatchNorm does not use them in eval mode).
     """
     own = module.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [f"{k}: file {tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)}"
-             for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:6]) + (f" ... ({len(items)} in all)" if len(items) > 6 else "")
-
-        parts = [f"missing keys: {show(missing)}" if missing else "",
-                 f"unexpected keys: {show(unexpected)}" if unexpected else "",
-                 f"shape mismatches: {show(wrong)}" if wrong else ""]
-        raise ValueError(f"{source} does not match {type(module).__name__}: "
-                         + "; ".join(p for p in parts if p) + " (is it the right file?)")
+    problems = state_dict_mismatch(own, state_dict, tolerate_missing=("num_batches_tracked",), limit=6,
+                                   expected_label="expected")
+    if problems:
+        raise ValueError(f"{source} does not match {type(module).__name__}: {problems} (is it the right file?)")
     sd = dict(state_dict)
     for k, v in own.items():  # fill tolerated buffers so that strict loading goes through
         sd.setdefault(k, v)

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from vantage.state_dicts import state_dict_mismatch
+
 __all__ = ["SCHEDULE_BUFFERS", "reference_unet_key", "vantage_unet_key", "unwrap_reference_state", "infer_unet_fields",
            "map_reference_state", "ReferenceKeyError"]
 
@@ -178,17 +180,9 @@ def map_reference_state(state: Mapping[str, Tensor], expected: Mapping[str, Tens
     for k, v in state.items():
         new = prefix + reference_unet_key(k)
         mapped[new], origin[new] = v, k
-    missing = sorted(f"{k} (reference name {vantage_unet_key(k[len(prefix):])})" for k in set(expected) - set(mapped))
-    unexpected = sorted(f"{origin[k]} (-> {k})" for k in set(mapped) - set(expected))
-    shapes = sorted(f"{origin[k]}: file {tuple(mapped[k].shape)}, model {tuple(expected[k].shape)}"
-                    for k in set(mapped) & set(expected) if tuple(mapped[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or shapes:
-        def some(items: list[str]) -> str:
-            return ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
-
-        parts = [f"missing keys: {some(missing)}" if missing else "",
-                 f"unexpected keys: {some(unexpected)}" if unexpected else "",
-                 f"shape mismatches: {some(shapes)}" if shapes else ""]
-        raise ReferenceKeyError(f"{where}: the weights do not fit the ViewFusion UNet ("
-                                + "; ".join(p for p in parts if p) + ")")
+    problems = state_dict_mismatch(
+        expected, mapped, name=lambda k: f"{origin[k]} (-> {k})",
+        expected_name=lambda k: f"{k} (reference name {vantage_unet_key(k[len(prefix):])})", limit=12)
+    if problems:
+        raise ReferenceKeyError(f"{where}: the weights do not fit the ViewFusion UNet ({problems})")
     return {k: mapped[k] for k in expected}

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from vantage.outputs import OutputExistsError
+from vantage.state_dicts import state_dict_mismatch
 
 __all__ = ["CheckpointError", "RunDir", "CHECKPOINTS", "LATEST", "RUN_FORMAT", "checkpoint_name", "save_checkpoint",
            "list_checkpoints", "find_checkpoint", "inspect_run_dir", "load_checkpoint", "load_training_state",
@@ -304,20 +305,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tor
 
 def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Raise :class:`CheckpointError` naming missing, unexpected and wrongly shaped keys."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k}: saved {tuple(state[k].shape)}, config needs {tuple(expected[k].shape)}"
-                    for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or shapes:
-        def some(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-
-        parts = [f"missing keys: {some(missing)}" if missing else "",
-                 f"unexpected keys: {some(unexpected)}" if unexpected else "",
-                 f"shape mismatches: {some(shapes)}" if shapes else ""]
-        raise CheckpointError(f"{where}: the weights do not match the method in config.json ("
-                              + "; ".join(p for p in parts if p) + ")")
+    problems = state_dict_mismatch(module.state_dict(), state, given_label="saved", expected_label="config needs")
+    if problems:
+        raise CheckpointError(f"{where}: the weights do not match the method in config.json ({problems})")
 
 
 def load_training_state(ckpt: str | Path, map_location: str | torch.device = "cpu") -> dict:
