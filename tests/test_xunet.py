@@ -91,6 +91,22 @@ def test_target_depends_on_condition_through_cross_attention():
     assert (net(10 * x_cond, x_noisy, logsnr, cc, ct) - ref).abs().amax(dim=(1, 2, 3)).min() > 1e-4
 
 
+def test_concat_cond_feeds_the_condition_pixels_to_the_target_frame():
+    """``concat_cond``: the target frame sees ``[x_noisy, x_cond]`` at its input even without attention,
+    pixel-aligned (a change of one condition pixel changes the target output near that pixel first)."""
+    cfg = tiny(attn_resolutions=(), concat_cond=True, prune_cond_frame=False)
+    net = net_of(cfg)
+    assert net.backbone.conv_in.weight.shape[1] == 6
+    assert xunet_param_count(cfg) > xunet_param_count(tiny(attn_resolutions=(), prune_cond_frame=False))
+    x_cond, x_noisy, logsnr, cc, ct = inputs()
+    ref = net(x_cond, x_noisy, logsnr, cc, ct)
+    assert (net(10 * x_cond, x_noisy, logsnr, cc, ct) - ref).abs().amax(dim=(1, 2, 3)).min() > 1e-4
+    # the two frames still share every weight, and pruning the condition frame stays exact
+    a, b = net_of(tiny(concat_cond=True)), XUNet(tiny(concat_cond=True, prune_cond_frame=False))
+    b.load_state_dict(a.state_dict())
+    assert torch.allclose(a(*inputs()), b.eval()(*inputs()), atol=1e-6)
+
+
 def test_pruning_the_condition_frame_is_exact():
     cfg = tiny(attn_resolutions=(8,))
     a, b = net_of(cfg), XUNet(tiny(attn_resolutions=(8,), prune_cond_frame=False))

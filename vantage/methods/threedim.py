@@ -75,6 +75,9 @@ class ThreeDiMConfig(MethodConfig):
             network then starts every sample from a wrong x̂0 (we measured x̂0 worse than a constant
             image at t = 0.99 after 37k training images). v-prediction keeps x̂0 bounded there; the
             CPU-trained ``3dim-shapes*`` presets use it.
+        concat_cond: also feed the conditioning view by channel concatenation to both X-UNet frames
+            (our extension; see :class:`~vantage.nn.xunet.XUNetConfig`); the ``3dim-shapes32`` default
+            model uses it.
         clip_x0: clamp the (guided) x̂0 to [−1, 1] when sampling, as the paper's sampler does.
         default_sampler: sampler used when none is given (paper: DDPM ancestral, ``"ddpm"``).
         default_steps: sampling steps used when none are given (paper: 256).
@@ -103,6 +106,7 @@ class ThreeDiMConfig(MethodConfig):
     logsnr_max: float = 20.0
     pose_dropout: float = 0.1
     prediction: str = "eps"
+    concat_cond: bool = False
     clip_x0: bool = True
     default_sampler: str = "ddpm"
     default_steps: int = 256
@@ -259,8 +263,9 @@ _SHAPES = {"default_sampler": "ddpm", "dropout": 0.0, "pose_mode": "absolute", "
 register_preset("3dim-shapes32", "3dim", {
     **_SHAPES, "resolution": 32, "ch": 32, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 1,
     "attn_resolutions": (4, 8), "num_heads": 4, "emb_ch": 128, "ray_octaves_origin": 6, "origin_scale": 2.5,
-    "default_steps": 64, "preview_steps": 16,
-}, "tiny 3DiM on 32x32 synthetic objects (2.7M parameters, 10 MB fp32): the CPU-trained default model")
+    "concat_cond": True, "default_steps": 64, "default_guidance": 0.0, "preview_steps": 16,
+}, "tiny 3DiM on 32x32 synthetic objects (2.4M parameters, 9.6 MB fp32; v-prediction, condition also "
+   "concatenated): the CPU-trained default model")
 register_preset("3dim-shapes64", "3dim", {
     **_SHAPES, "resolution": 64, "ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2,
     "attn_resolutions": (8, 16), "num_heads": 4, "emb_ch": 128, "default_steps": 128,

@@ -69,6 +69,12 @@ class XUNetConfig:
         emb_ch: width of the noise-level and pose embeddings (``None``: ``4·ch``; paper: 1024).
         norm_groups: GroupNorm groups (must divide every level's channel count).
         channels: image channels of both frames (3).
+        concat_cond: also concatenate the clean conditioning view to the input channels of *both*
+            frames (``[x_cond, x_cond]`` and ``[x_noisy, x_cond]``; the input convolution takes
+            ``2·channels``). Our extension, not in the paper (whose frames meet only in the cross-frame
+            attention): it gives the target frame the conditioning view's appearance pixel-aligned at
+            the input, as Zero-1-to-3 and ViewFusion condition, which a small, briefly trained model
+            learns much faster than attention-only transfer (docs/3dim.md).
         prune_cond_frame: skip the conditioning frame's computation after the last attention layer
             (exact; turn off only to check that it is exact).
     """
@@ -88,6 +94,7 @@ class XUNetConfig:
     emb_ch: int | None = None
     norm_groups: int = 32
     channels: int = 3
+    concat_cond: bool = False
     prune_cond_frame: bool = True
 
 
@@ -140,7 +147,8 @@ class XUNet(nn.Module):
         self.pose_embed = SpatialEmbedder(self.pose_channels, self.emb_ch, len(c.ch_mult))
         sizes = [c.resolution // 2 ** l for l in range(len(c.ch_mult))]
         self.backbone = UNetBackbone(
-            in_channels=c.channels, out_channels=c.channels, resolution=c.resolution, ch=c.ch, ch_mult=c.ch_mult,
+            in_channels=c.channels * (2 if c.concat_cond else 1), out_channels=c.channels, resolution=c.resolution,
+            ch=c.ch, ch_mult=c.ch_mult,
             num_res_blocks=c.num_res_blocks, attn_resolutions=c.attn_resolutions,
             mid_attention=sizes[-1] in c.attn_resolutions, mid_res_blocks=1, num_heads=c.num_heads,
             dropout=c.dropout, groups=c.norm_groups, emb_dim=self.emb_ch, emb_mode="film", block_emb_act=True,
@@ -204,7 +212,10 @@ class XUNet(nn.Module):
                 drop_pose: Tensor | None = None) -> Tensor:
         logsnr = self._check_inputs(x_cond, x_noisy, logsnr, cam_cond, cam_target, drop_pose)
         B = x_cond.shape[0]
-        x = torch.stack([x_cond, x_noisy.to(x_cond.dtype)], dim=1).flatten(0, 1)  # (2B, 3, H, W)
+        x = torch.stack([x_cond, x_noisy.to(x_cond.dtype)], dim=1)  # (B, 2, 3, H, W)
+        if self.config.concat_cond:  # (B, 2, 6, H, W): [x_cond, x_cond] and [x_noisy, x_cond]
+            x = torch.cat([x, x_cond.unsqueeze(1).expand_as(x)], dim=2)
+        x = x.flatten(0, 1)  # (2B, C, H, W)
         lam = torch.stack([torch.full_like(logsnr, self.config.logsnr_max, dtype=torch.float32),
                            logsnr.float()], dim=1).flatten()  # (2B,)
         clip = max(20.0, self.config.logsnr_max)  # 3DiM clips logSNR to [-20, 20]
