@@ -1,4 +1,5 @@
-"""The ``vantage`` command: ``vantage demo``, ``vantage data ...``, ``vantage convert ...``, ``vantage reconstruct``.
+"""The ``vantage`` command: ``vantage demo``, ``vantage data ...``, ``vantage convert ...``, ``vantage reconstruct``,
+``vantage export``.
 
 Each sub-command lives in its own module and registers itself with :func:`build_parser`.
 Errors a user can fix (bad input, existing outputs) are printed as one line with exit code 2;
@@ -21,7 +22,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vantage.cli import convert, data, demo, reconstruct, sample
+    from vantage.cli import convert, data, demo, export, reconstruct, sample
     from vantage.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.register(sub)
     convert.register(sub)
     reconstruct.register(sub)
+    export.register(sub)
     return parser
 
 

@@ -57,77 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reconstruct)
 
 
-def _read_sample_folder(path: Path):
-    """Views of a ``vantage sample`` output folder: ``cameras.json`` frames (and the input view when it
-    is not one of them), images composited on white."""
-    import torch
-
-    from vantage.cameras import Cameras
-    from vantage.data.formats.common import DatasetError, load_image
-    from vantage.data.views import ObjectViews
-
-    meta_file = path / "cameras.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-        w, h = int(meta["width"]), int(meta["height"])
-        entries = list(meta["frames"])
-        if meta.get("input") and meta["input"].get("file"):
-            entries.append(meta["input"])
-        files, c2w, K = [], [], []
-        for e in entries:
-            m = torch.tensor(e["c2w"], dtype=torch.float32)
-            if any(torch.allclose(m, other, atol=1e-5) for other in c2w):
-                continue  # the input is usually frame 0
-            files.append(path / e["file"])
-            c2w.append(m)
-            K.append(torch.tensor(e["K"], dtype=torch.float32))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DatasetError(f"{meta_file}: not a `vantage sample` cameras.json (needs width, height and frames with "
-                           f"file, c2w, K): {e}") from None
-    if not files:
-        raise DatasetError(f"{meta_file}: no frames")
-    images = torch.stack([load_image(f, expected_size=(w, h), reference=meta_file)[0] for f in files])
-    return ObjectViews(images=images, cameras=Cameras(torch.stack(c2w), torch.stack(K), w, h),
-                       name=path.name, meta={"format": "vantage-sample"})
-
-
-def _scene_index(ds, name: str | None, path: Path) -> int:
-    from vantage.data.formats.common import DatasetError
-
-    if len(ds) == 0:
-        raise DatasetError(f"{path}: the dataset holds no scene")
-    if name is None:
-        return 0
-    names = [ds.scene_name(i) for i in range(len(ds))]
-    if name in names:
-        return names.index(name)
-    if name.lstrip("-").isdigit() and -len(ds) <= int(name) < len(ds):
-        return int(name) % len(ds)
-    raise DatasetError(f"{path}: --object {name!r} not found; scenes: {', '.join(names[:10])}"
-                       + (" ..." if len(names) > 10 else ""))
-
-
 def load_views(path: Path, *, object_: str | None = None, format: str | None = None, resolution: int | None = None):
-    """``(ObjectViews, format name)`` of INPUT (see the module docstring)."""
-    from vantage.data.formats import detect_format, open_dataset
-    from vantage.data.formats.common import DatasetError, resize_views
+    """``(ObjectViews, format name)`` of INPUT (see the module docstring; :func:`vantage.export.common.load_source`
+    reads it: a `vantage sample` folder's frames and input views, or one object of a dataset)."""
+    from vantage.data.formats.common import resize_views
     from vantage.data.views import ObjectViews
+    from vantage.export.common import load_source
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
-    if path.is_dir() and (path / "cameras.json").is_file() and format is None:
-        views, fmt = _read_sample_folder(path), "vantage-sample"
-    else:
-        fmt = format or detect_format(path)
-        if fmt == "images":
-            raise DatasetError(f"{path}: plain images have no cameras; reconstruct needs posed views")
-        ds = open_dataset(path, fmt)
-        views = ds.load(_scene_index(ds, object_, path))
+    src = load_source(path, object_=object_, format=format, purpose="reconstruct")
+    views = src.views
     if resolution is not None:
         cams, images, _, _ = resize_views(views.cameras, views.images, size=resolution, where=str(path))
         views = ObjectViews(images=images, cameras=cams, name=views.name, meta=views.meta)
-    return views, fmt
+    return views, src.kind
 
 
 def turntable_cameras(cameras, n: int, center=None):
