@@ -43,6 +43,11 @@ class MethodConfig:
         default_sampler: sampler name (``vantage.diffusion.SAMPLERS``) used when none is given.
         default_steps: sampling steps used when none is given.
         default_guidance: guidance weight used when none is given (0 = no guidance).
+        preview_sampler, preview_steps, preview_count: sampler, steps and number of targets of the
+            periodic sample grids written during training (the method's ``preview``).
+        input_elevation_deg, input_radius, input_fov_deg: the camera assumed for an unposed input
+            image in ``vantage sample`` (the training data's camera at azimuth 0: for the synthetic
+            data, its ring at 30° elevation, radius 2.5, 40° horizontal field of view).
     """
 
     resolution: int = 64
@@ -50,6 +55,12 @@ class MethodConfig:
     default_sampler: str = "dpmpp_2m"
     default_steps: int = 32
     default_guidance: float = 0.0
+    preview_sampler: str = "dpmpp_2m"
+    preview_steps: int = 20
+    preview_count: int = 4
+    input_elevation_deg: float = 30.0
+    input_radius: float = 2.5
+    input_fov_deg: float = 40.0
 
 
 @dataclass

@@ -111,12 +111,6 @@ class ThreeDiMConfig(MethodConfig):
     default_sampler: str = "ddpm"
     default_steps: int = 256
     default_guidance: float = 3.0
-    preview_sampler: str = "dpmpp_2m"
-    preview_steps: int = 20
-    preview_count: int = 4
-    input_elevation_deg: float = 30.0
-    input_radius: float = 2.5
-    input_fov_deg: float = 40.0
 
     def __post_init__(self) -> None:
         if self.pose_mode not in ("absolute", "relative"):

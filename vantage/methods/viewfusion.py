@@ -131,11 +131,6 @@ class ViewFusionConfig(MethodConfig):
     default_steps: int = 2000
     default_guidance: float = 0.0
     preview_sampler: str = "ddpm"
-    preview_steps: int = 20
-    preview_count: int = 4
-    input_elevation_deg: float = 30.0
-    input_radius: float = 2.5
-    input_fov_deg: float = 40.0
 
     def __post_init__(self) -> None:
         choices = {"composition": COMPOSITIONS, "angle_mode": ("absolute", "relative"),
