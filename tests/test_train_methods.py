@@ -29,6 +29,9 @@ TINY: dict[str, dict] = {
              "norm_groups": 8, "emb_ch": 32, "preview_steps": 2, "preview_count": 2},
     "viewfusion": {"resolution": 16, "ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,),
                    "norm_groups": 4, "preview_steps": 2, "preview_count": 2},
+    "relpose": {"resolution": 16, "ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,),
+                "norm_groups": 8, "emb_ch": 32, "encoder_ch": 8, "image_emb_dim": 16, "pose_emb_dim": 16,
+                "preview_steps": 2, "preview_count": 2},
 }
 
 

@@ -23,6 +23,7 @@ __all__ = ["METHODS", "PRESETS", "Method", "MethodConfig", "ViewCond", "method_c
 METHODS: dict[str, str] = {
     "3dim": "vantage.methods.threedim:ThreeDiM",
     "viewfusion": "vantage.methods.viewfusion:ViewFusion",
+    "relpose": "vantage.methods.relpose:RelPose",
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {}
