@@ -49,14 +49,10 @@ import torch
 from torch import Tensor, nn
 
 from vantage.cameras import Cameras, zero123_relative_pose
-from vantage.data.pairs import PairBatch, PairSampler
-from vantage.diffusion.denoisers import VPDenoiser
-from vantage.diffusion.losses import eps_mse_loss, vp_training_inputs
-from vantage.diffusion.noise import randn
-from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import CosineLogSNR
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig, ViewCond
+from vantage.methods.base import MethodConfig
+from vantage.methods.vp_view import VPViewMethod
 from vantage.nn.blocks import group_norm
 from vantage.nn.embeddings import MLPEmbedder, logsnr_to_cosine_time
 from vantage.nn.unet import UNet, UNetConfig
@@ -238,114 +234,28 @@ class RelPoseNet(nn.Module):
         return self.unet(x_noisy, t, cond_vec=torch.cat([img_emb, pose_emb], dim=1), concat=x_cond)
 
 
-def _net_call(net: nn.Module, x_in: Tensor, logsnr: Tensor, cond: ViewCond) -> Tensor:
-    """VPDenoiser call form: the network on (conditioning view, VP-scaled noisy target, λ, cameras, drop)."""
-    return net(cond.images.to(x_in.dtype), x_in, logsnr, cond.source, cond.target, drop=cond.drop)
-
-
-class RelPose(Method):
+class RelPose(VPViewMethod):
     """Zero-1-to-3-style relative-pose model (see the module docstring). ``net`` is the
-    :class:`RelPoseNet`, ``schedule`` the cosine logSNR schedule."""
+    :class:`RelPoseNet`, ``schedule`` the cosine logSNR schedule. Training, guidance and sampling are
+    :class:`~vantage.methods.vp_view.VPViewMethod`'s (the contract of 3DiM's); the dropout is of the
+    conditioning (``cond_dropout``, ``cond_drop``)."""
 
     name = "relpose"
     config_class = RelPoseConfig
+    drop_keyword = "drop"
+    dropout_field = "cond_dropout"
+    dropped_stat = "cond_dropped"
 
     def __init__(self, config: RelPoseConfig) -> None:
         super().__init__(config)
         self.net = RelPoseNet(config)
         self.schedule = CosineLogSNR(config.logsnr_min, config.logsnr_max)
 
-    # ------------------------------------------------------------------------------ training
-    def pair_sampler(self) -> PairSampler:
-        """One conditioning view drawn uniformly among the object's other views, and a target."""
-        return PairSampler(min_cond=1, max_cond=1, mode="random")
-
-    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
-        """``(x_cond (B, 3, H, W), cameras (B,), x_target (B, 3, H, W), cameras (B,))`` of a pair batch."""
-        res = self.config.resolution
-        h, w = batch.target.images.shape[-2:]
-        if (h, w) != (res, res):
-            raise ValueError(f"relpose is configured for {res}x{res} images but the batch has {w}x{h}; "
-                             f"use data at {res} px or --set resolution={h}")
-        if not batch.cond.valid[:, 0].all():
-            raise ValueError("relpose needs one conditioning view per sample (cond.valid[:, 0] must be all True)")
-        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
-                batch.target.cameras[:, 0])
-
     def cond_dropout_mask(self, batch: int, generator: torch.Generator | None = None,
                           device: torch.device | str = "cpu") -> Tensor:
-        """``(batch,)`` bool: True where the conditioning is dropped (probability ``cond_dropout``).
-
-        Drawn from ``generator`` (on its own device), so every training step gets a fresh mask."""
-        gdev = generator.device if generator is not None else torch.device(device)
-        u = torch.rand(batch, generator=generator, device=gdev)
-        return (u < self.config.cond_dropout).to(device)
-
-    def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """ε- (or v-, ``config.prediction``) prediction MSE on one (conditioning view, target) pair per sample.
-
-        Draws, in order from ``generator``: ``t ~ U[0, 1)`` and ε (:func:`vp_training_inputs`), then the
-        conditioning-dropout mask. A generator on another device than the batch is used on its device.
-
-        Returns:
-            ``{"loss": scalar, "cond_dropped": fraction of the batch whose conditioning was dropped}``.
-        """
-        x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
-        dev = x0.device
-        gdev = generator.device if generator is not None else dev
-        tr = vp_training_inputs(x0.to(gdev), self.schedule, noise_cond="logsnr",
-                                prediction=self.config.prediction, generator=generator)
-        drop = self.cond_dropout_mask(x0.shape[0], generator, dev)
-        out = self.net(x_cond, tr.x_in.to(dev), tr.noise_input.to(dev), cam_cond, cam_tgt, drop=drop)
-        per_sample = eps_mse_loss(out.float(), tr.target.to(dev).float())
-        return {"loss": per_sample.mean(), "cond_dropped": drop.float().mean()}
-
-    # ------------------------------------------------------------------------------ sampling
-    def single_view_denoiser(self, guidance: float | None = None, *, clip_x0: bool | None = None) -> nn.Module:
-        """``D(x, σ, cond: ViewCond) -> x̂0`` for one conditioning view per sample (the contract of 3DiM's).
-
-        Args:
-            guidance: None: the plain conditional denoiser (``cond.drop`` drops the conditioning). A
-                number ``w``: classifier-free guidance ``(1 + w)ε_c − wε_u``, the conditional and the
-                dropped rows in one batched network call (:func:`vantage.sampling.strategies.view_cfg_denoiser`);
-                ``w = 0`` means no guidance.
-            clip_x0: clamp the (guided) x̂0 to [−1, 1] (default: ``config.clip_x0``); with guidance the
-                clamp applies to the guided x̂0.
-        """
-        clip = self.config.clip_x0 if clip_x0 is None else clip_x0
-        pred = self.config.prediction
-        if guidance is None:
-            return VPDenoiser(self.net, self.schedule, prediction=pred, noise_cond="logsnr", call=_net_call,
-                              clip_x0=bool(clip))
-        from vantage.sampling.strategies import view_cfg_denoiser
-
-        plain = VPDenoiser(self.net, self.schedule, prediction=pred, noise_cond="logsnr", call=_net_call)
-        return view_cfg_denoiser(plain, float(guidance), form="eps", clip_x0=1.0 if clip else None)
-
-    def sampling_sigmas(self, steps: int) -> Tensor:
-        """``(steps + 1,)`` float32 σ's of the schedule at ``t = 1, 1 − 1/steps, …, 1/steps``, then 0."""
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
-        return torch.cat([self.schedule.t_to_sigma(t), torch.zeros(1, dtype=torch.float64)]).float()
-
-    @torch.no_grad()
-    def preview(self, batch: PairBatch, generator: torch.Generator | None = None) -> Tensor:
-        """``(n, 3, H, W)`` targets of the first ``n = min(preview_count, B)`` pairs, sampled from their
-        conditioning views with ``preview_sampler`` / ``preview_steps`` and ``default_guidance``."""
-        x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
-        n = min(self.config.preview_count, x0.shape[0])
-        cond = ViewCond(x_cond[:n], cam_cond[:n], cam_tgt[:n])
-        was_training = self.training
-        self.eval()
-        try:
-            den = self.single_view_denoiser(self.config.default_guidance)
-            sigmas = self.sampling_sigmas(self.config.preview_steps)
-            x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
-            out = get_sampler(self.config.preview_sampler)(den, x, sigmas, cond, generator=generator)
-        finally:
-            self.train(was_training)
-        return out.clamp(-1, 1)
+        """``(batch,)`` bool: True where the conditioning is dropped (probability ``cond_dropout``); a
+        fresh mask per training step (:meth:`~vantage.methods.vp_view.VPViewMethod.dropout_mask`)."""
+        return self.dropout_mask(batch, generator, device)
 
 
 # ---------------------------------------------------------------------------------------- presets

@@ -1,0 +1,145 @@
+"""Shared machinery of the single-view, VP (cosine logSNR) methods: 3DiM and relpose.
+
+Both train on one (conditioning view, target) pair per sample, draw ``t ~ U[0, 1)`` and ε, a
+fresh conditioning-dropout mask per step for classifier-free guidance (Ho & Salimans 2022), and
+sample with ``D(x, σ, ViewCond) -> x̂0`` (:class:`~vantage.diffusion.denoisers.VPDenoiser`,
+``noise_cond="logsnr"``) at uniformly spaced ``t`` (3DiM's sampler). A subclass sets ``net``
+(called as ``net(x_cond, x_in, logsnr, cam_cond, cam_target, **{drop_keyword: mask})``),
+``schedule`` (:class:`~vantage.diffusion.schedules.CosineLogSNR`), and the class attributes
+``drop_keyword`` (the network's dropout argument), ``dropout_field`` (the config field holding the
+dropout probability) and ``dropped_stat`` (the name of the logged dropped fraction).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from vantage.cameras import Cameras
+from vantage.data.pairs import PairBatch, PairSampler
+from vantage.diffusion.denoisers import VPDenoiser
+from vantage.diffusion.losses import eps_mse_loss, vp_training_inputs
+from vantage.diffusion.noise import randn
+from vantage.diffusion.samplers import get_sampler
+from vantage.methods.base import Method, ViewCond
+
+__all__ = ["VPViewMethod"]
+
+
+class _NetCall:
+    """VPDenoiser call form: ``net(cond.images, x_in, λ, cond.source, cond.target, <drop_keyword>=cond.drop)``."""
+
+    def __init__(self, drop_keyword: str) -> None:
+        self.drop_keyword = drop_keyword
+
+    def __call__(self, net: nn.Module, x_in: Tensor, logsnr: Tensor, cond: ViewCond) -> Tensor:
+        return net(cond.images.to(x_in.dtype), x_in, logsnr, cond.source, cond.target,
+                   **{self.drop_keyword: cond.drop})
+
+
+class VPViewMethod(Method):
+    """Base of the single-view VP methods (see the module docstring)."""
+
+    drop_keyword: ClassVar[str] = "drop"
+    dropout_field: ClassVar[str] = "cond_dropout"
+    dropped_stat: ClassVar[str] = "cond_dropped"
+    net: nn.Module
+
+    # ------------------------------------------------------------------------------ training
+    def pair_sampler(self) -> PairSampler:
+        """One conditioning view drawn uniformly among the object's other views, and a target."""
+        return PairSampler(min_cond=1, max_cond=1, mode="random")
+
+    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
+        """``(x_cond (B, 3, H, W), cameras (B,), x_target (B, 3, H, W), cameras (B,))`` of a pair batch."""
+        res = self.config.resolution
+        h, w = batch.target.images.shape[-2:]
+        if (h, w) != (res, res):
+            raise ValueError(f"{self.name} is configured for {res}x{res} images but the batch has {w}x{h}; "
+                             f"use data at {res} px or --set resolution={h}")
+        if not batch.cond.valid[:, 0].all():
+            raise ValueError(f"{self.name} needs one conditioning view per sample "
+                             f"(cond.valid[:, 0] must be all True)")
+        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
+                batch.target.cameras[:, 0])
+
+    def dropout_mask(self, batch: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
+        """``(batch,)`` bool: True where the conditioning is dropped (probability ``config.<dropout_field>``).
+
+        Drawn from ``generator`` (on its own device), so every training step gets a fresh mask."""
+        p = float(getattr(self.config, self.dropout_field))
+        gdev = generator.device if generator is not None else torch.device(device)
+        u = torch.rand(batch, generator=generator, device=gdev)
+        return (u < p).to(device)
+
+    def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """ε- (or v-, ``config.prediction``) prediction MSE on one (conditioning view, target) pair per sample.
+
+        Draws, in order from ``generator``: ``t ~ U[0, 1)`` and ε (:func:`vp_training_inputs`), then
+        the dropout mask. A generator on another device than the batch is used on its device (the
+        noisy input is built there and moved).
+
+        Returns:
+            ``{"loss": scalar, <dropped_stat>: fraction of the batch whose conditioning was dropped}``.
+        """
+        x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
+        dev = x0.device
+        gdev = generator.device if generator is not None else dev
+        tr = vp_training_inputs(x0.to(gdev), self.schedule, noise_cond="logsnr",
+                                prediction=self.config.prediction, generator=generator)
+        drop = self.dropout_mask(x0.shape[0], generator, dev)
+        out = self.net(x_cond, tr.x_in.to(dev), tr.noise_input.to(dev), cam_cond, cam_tgt,
+                       **{self.drop_keyword: drop})
+        per_sample = eps_mse_loss(out.float(), tr.target.to(dev).float())
+        return {"loss": per_sample.mean(), self.dropped_stat: drop.float().mean()}
+
+    # ------------------------------------------------------------------------------ sampling
+    def single_view_denoiser(self, guidance: float | None = None, *, clip_x0: bool | None = None) -> nn.Module:
+        """``D(x, σ, cond: ViewCond) -> x̂0`` for one conditioning view per sample.
+
+        Args:
+            guidance: None: the plain conditional denoiser (``cond.drop`` drops the conditioning). A
+                number ``w``: classifier-free guidance in 3DiM's ε form ``(1 + w)ε_c − wε_u``, the
+                conditional and unconditional (dropped) rows in one batched network call
+                (:func:`vantage.sampling.strategies.view_cfg_denoiser`); ``w = 0`` means no guidance.
+            clip_x0: clamp the (guided) x̂0 to [−1, 1] (default: ``config.clip_x0``). With guidance the
+                clamp applies to the guided x̂0, not to each branch.
+        """
+        clip = self.config.clip_x0 if clip_x0 is None else clip_x0
+        pred = self.config.prediction
+        call = _NetCall(self.drop_keyword)
+        if guidance is None:
+            return VPDenoiser(self.net, self.schedule, prediction=pred, noise_cond="logsnr", call=call,
+                              clip_x0=bool(clip))
+        from vantage.sampling.strategies import view_cfg_denoiser
+
+        plain = VPDenoiser(self.net, self.schedule, prediction=pred, noise_cond="logsnr", call=call)
+        return view_cfg_denoiser(plain, float(guidance), form="eps", clip_x0=1.0 if clip else None)
+
+    def sampling_sigmas(self, steps: int) -> Tensor:
+        """``(steps + 1,)`` float32 σ's of the schedule at ``t = 1, 1 − 1/steps, …, 1/steps``, then 0."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
+        return torch.cat([self.schedule.t_to_sigma(t), torch.zeros(1, dtype=torch.float64)]).float()
+
+    @torch.no_grad()
+    def preview(self, batch: PairBatch, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, 3, H, W)`` targets of the first ``n = min(preview_count, B)`` pairs, sampled from their
+        conditioning views with ``preview_sampler`` / ``preview_steps`` and ``default_guidance``."""
+        x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
+        n = min(self.config.preview_count, x0.shape[0])
+        cond = ViewCond(x_cond[:n], cam_cond[:n], cam_tgt[:n])
+        was_training = self.training
+        self.eval()
+        try:
+            den = self.single_view_denoiser(self.config.default_guidance)
+            sigmas = self.sampling_sigmas(self.config.preview_steps)
+            x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
+            out = get_sampler(self.config.preview_sampler)(den, x, sigmas, cond, generator=generator)
+        finally:
+            self.train(was_training)
+        return out.clamp(-1, 1)
