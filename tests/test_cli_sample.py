@@ -305,3 +305,116 @@ def test_viewfusion_sample_errors(vf_ckpt, ckpt, objects, tmp_path, capsys):
     assert _sample(vf_ckpt, objects, out, "--guidance", "0", "--num-input-views", "2", "--input-view", "1",
                    "--orbit", "2", "--strategy", "stochastic", "--steps", "1") == 0
     assert json.loads((out / "sample.json").read_text())["input_views"] == [1, 3]
+
+
+# ------------------------------------------------------------------------------------ orbit options
+def _cams_json(out) -> list[dict]:
+    return json.loads((out / "cameras.json").read_text())["frames"]
+
+
+def test_sample_arc_elevation_and_intermediates(ckpt, objects, tmp_path, capsys):
+    out = tmp_path / "arc"
+    assert _sample(ckpt, objects, out, "--arc=-90:90", "--orbit", "3", "--elevation", "10", "--steps", "2",
+                   "--save-intermediates") == 0
+    frames = _cams_json(out)
+    inp = json.loads((out / "cameras.json").read_text())["input"]
+    rel = [(f["azimuth_deg"] - inp["azimuth_deg"] + 180) % 360 - 180 for f in frames]
+    assert np.allclose(rel, [-90, 0, 90], atol=1e-3) and all(abs(f["elevation_deg"] - 10) < 1e-3 for f in frames)
+    assert all(f["generated"] for f in frames)  # another elevation: no frame is the input
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["arc"] == [-90.0, 90.0] and summary["target_cameras"] == "arc -90:90" and summary["intermediates"]
+    inter = out / "intermediates"
+    assert sorted(p.name for p in inter.iterdir()) == ["000", "001", "002"]
+    assert sorted(p.name for p in (inter / "001").iterdir()) == ["000.png", "001.png"]  # x̂0 of both steps
+    # at the input's elevation, 0:90 in 2 views: the input and the object's view at +90° (ground truth)
+    out2 = tmp_path / "quarter"
+    assert _sample(ckpt, objects, out2, "--arc", "0:90", "--orbit", "2", "--steps", "1") == 0
+    frames = _cams_json(out2)
+    assert [f["generated"] for f in frames] == [False, True] and [f["ground_truth_view"] for f in frames] == [0, 1]
+    assert list(json.loads((out2 / "sample.json").read_text())["psnr"]) == ["1"]
+    # a clockwise arc, END < START
+    out3 = tmp_path / "cw"
+    assert _sample(ckpt, objects, out3, "--arc", "0:-90", "--orbit", "2", "--steps", "1") == 0
+    assert [f["ground_truth_view"] for f in _cams_json(out3)] == [0, 3]
+
+
+def test_sample_target_cameras_from_files(ckpt, objects, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert _sample(ckpt, objects, first, "--orbit", "4", "--steps", "1") == 0
+    # our own cameras.json: the same cameras again; frame 0 is the input (copied), the rest are ground truth
+    again = tmp_path / "again"
+    assert _sample(ckpt, objects, again, "--cameras", str(first / "cameras.json"), "--steps", "1") == 0
+    a, b = _cams_json(first), _cams_json(again)
+    assert np.allclose([f["c2w"] for f in a], [f["c2w"] for f in b], atol=1e-6)
+    assert [f["generated"] for f in b] == [False, True, True, True]
+    assert [f["ground_truth_view"] for f in b] == [0, 1, 2, 3]
+    summary = json.loads((again / "sample.json").read_text())
+    assert summary["targets"] == "cameras" and "(vantage-sample)" in summary["target_cameras"]
+    # nerfstudio's transforms.json (OpenGL axes) and a folder holding it; --orbit keeps 2 evenly spaced
+    ns = tmp_path / "ns"
+    assert _sample(ckpt, objects, ns, "--cameras", str(first / "nerfstudio"), "--orbit", "2", "--steps", "1") == 0
+    c = _cams_json(ns)
+    assert np.allclose([f["c2w"] for f in c], [a[0]["c2w"], a[2]["c2w"]], atol=1e-5)
+    assert [f["generated"] for f in c] == [False, True]
+    # the object's own cameras.json at 24x24: scaled to the model's 16x16 (said), ground truth everywhere
+    own = tmp_path / "own"
+    obj_dir = next(p for p in objects.iterdir() if p.is_dir())
+    assert _sample(ckpt, objects, own, "--cameras", str(obj_dir / "cameras.json"), "--order", "alternating",
+                   "--steps", "1") == 0
+    assert "target cameras are for 24x24 images" in capsys.readouterr().out
+    assert [f["ground_truth_view"] for f in _cams_json(own)] == [0, 1, 2, 3]
+    # a hand-written transforms.json without images (w, h and fl_x given), another size
+    doc = {"fl_x": 40.0, "w": 32, "h": 32, "frames": [
+        {"file_path": "missing.png", "transform_matrix": [[1, 0, 0, 0], [0, 0, -1, -2.5], [0, 1, 0, 0], [0, 0, 0, 1]]}]}
+    tf = tmp_path / "transforms.json"
+    tf.write_text(json.dumps(doc))
+    hand = tmp_path / "hand"
+    assert _sample(ckpt, objects, hand, "--cameras", str(tf), "--steps", "1") == 0
+    (f,) = _cams_json(hand)
+    assert np.allclose(np.asarray(f["K"])[0, 0], 20.0) and abs(f["radius"] - 2.5) < 1e-5 and f["generated"]
+
+
+def test_sample_orbit_option_errors(ckpt, objects, tmp_path, capsys):
+    def err(*extra: str) -> str:
+        code = _sample(ckpt, objects, tmp_path / f"out{len(list(tmp_path.iterdir()))}", "--steps", "1", *extra)
+        said = capsys.readouterr().err
+        assert code == 2, said
+        assert "Traceback" not in said and len(said.strip().splitlines()) == 1
+        return said
+
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"width": 16, "height": 16, "frames": []}))
+    assert "is empty" in err("--arc", "10:10", "--orbit", "3")
+    assert "at most 360" in err("--arc", "0:400")
+    assert "(-90, 90)" in err("--elevation", "95")
+    assert "--orbit" in err("--orbit", "0")
+    assert "no cameras" in err("--cameras", str(empty))
+    assert "not found" in err("--cameras", str(tmp_path / "nope.json"))
+    assert "give one of them" in err("--cameras", str(empty), "--arc", "0:90")
+    assert "give one of them" in err("--cameras", str(empty), "--targets", "dataset")
+    assert "--elevation sets the orbit's elevation" in err("--targets", "dataset", "--elevation", "10")
+    with pytest.raises(SystemExit):  # argparse: not START:END
+        _sample(ckpt, objects, tmp_path / "bad_arc", "--arc", "90")
+    assert "START:END" in capsys.readouterr().err
+
+
+def test_sample_preprocesses_photos_unless_told_not_to(ckpt, tmp_path, capsys):
+    """A photo on a uniform grey background with an off-centre object is masked, recentred and composited
+    on white by default (the parameters land in sample.json); --no-preprocess uses it as it is."""
+    rng = np.random.default_rng(0)
+    photo = np.full((40, 40, 3), 128, dtype=np.uint8) + rng.integers(0, 3, (40, 40, 3), dtype=np.uint8)
+    photo[4:16, 22:36] = (200, 30, 30)  # a red box in the top right corner
+    img = tmp_path / "photo.png"
+    Image.fromarray(photo).save(img)
+    out, raw = tmp_path / "pre", tmp_path / "raw"
+    assert main(["sample", "--checkpoint", str(ckpt), "--input", str(img), "--orbit", "2", "--out", str(out),
+                 "--steps", "1"]) == 0
+    assert main(["sample", "--checkpoint", str(ckpt), "--input", str(img), "--orbit", "2", "--out", str(raw),
+                 "--steps", "1", "--no-preprocess"]) == 0
+    pre = json.loads((out / "sample.json").read_text())
+    assert len(pre["preprocessing"]) == 1 and "preprocessing" not in json.loads((raw / "sample.json").read_text())
+    a, b = (np.asarray(Image.open(d / "input.png")).astype(int) for d in (out, raw))
+    assert (a[0, 0] > 240).all() and abs(b[0, 0] - 128).max() < 10  # white background vs the grey photo
+    red = (a[..., 0] > 150) & (a[..., 1] < 100)
+    ys, xs = np.nonzero(red)
+    assert abs(ys.mean() - 7.5) < 1.5 and abs(xs.mean() - 7.5) < 1.5  # recentred in the 16 px frame

@@ -1,5 +1,5 @@
-"""The ``vantage`` command: ``vantage demo``, ``vantage data ...``, ``vantage convert ...``, ``vantage reconstruct``,
-``vantage export``.
+"""The ``vantage`` command: ``demo``, ``data``, ``sample``, ``train``, ``convert``, ``reconstruct``, ``export``,
+``preprocess`` and ``evaluate``.
 
 Each sub-command lives in its own module and registers itself with :func:`build_parser`.
 Errors a user can fix (bad input, existing outputs) are printed as one line with exit code 2;
@@ -22,7 +22,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vantage.cli import convert, data, demo, export, reconstruct, sample
+    from vantage.cli import convert, data, demo, evaluate, export, preprocess, reconstruct, sample
     from vantage.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.register(sub)
     reconstruct.register(sub)
     export.register(sub)
+    preprocess.register(sub)
+    evaluate.register(sub)
     return parser
 
 
@@ -59,4 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m vantage.cli.main` runs this file as `__main__`; the sub-commands raise the UserError of
+    # the importable `vantage.cli.main`, so run that module's main (one UserError class, one-line errors).
+    from vantage.cli.main import main as _main
+
+    sys.exit(_main())

@@ -4,11 +4,16 @@
 resolution, which of them are the input views, and a list of notes saying what was done to them
 (:func:`load_inputs` also takes several image files: one object, one input view per file):
 
-* **An image file** (png/jpg/jpeg/webp): read by
-  :class:`~vantage.data.formats.images.ImageFolderDataset` (alpha composited on white; a
-  non-square image padded to a square with white, then resized). It has no pose, so it gets the
-  *default camera*: the model's training camera at azimuth 0 (for the synthetic data, the ring
-  camera at 30° elevation, radius 2.5, 40° horizontal FOV; see ``ThreeDiMConfig.input_*``),
+* **An image file** (png/jpg/jpeg/webp): by default *preprocessed* like the training views
+  (:func:`vantage.preprocess.preprocess_image`: the object is masked (alpha channel, or a threshold
+  against a near-uniform background), recentred, scaled so that it fills ``object_fraction`` of the
+  frame, composited on white and resized; ``SampleInput.preprocessing`` holds the parameters and the
+  notes say what was done). When no object is found (a uniform image) or the background is not
+  uniform and there is no alpha channel nor matting backend, or with ``preprocess=False``, the image
+  is read as it is by :class:`~vantage.data.formats.images.ImageFolderDataset` (alpha composited on
+  white; a non-square image padded to a square with white, then resized). It has no pose, so it gets
+  the *default camera*: the model's training camera at azimuth 0 (for the synthetic data, the ring
+  camera at 30° elevation, radius 2.5, 40° horizontal FOV; see ``MethodConfig.input_*``),
   looking at the origin with world +z up.
 * **An object folder of any dataset format** (:func:`vantage.data.formats.open_dataset`): one scene
   (``scene`` picks one when the path holds several), all its views; view ``input_view`` is the
@@ -57,6 +62,8 @@ class SampleInput:
         scene: the scene's name.
         notes: what was done to the input (resizing, compositing, assumed camera), for the user.
         input_indices: positions of all input views (None: ``[input_index]``); the first is ``input_index``.
+        preprocessing: for each preprocessed image file, the parameters :func:`vantage.preprocess.preprocess_image`
+            used (JSON-able; ``vantage.preprocess.reapply_preprocess`` repeats them); empty when none was.
     """
 
     views: ObjectViews
@@ -66,6 +73,7 @@ class SampleInput:
     scene: str
     notes: list[str] = field(default_factory=list)
     input_indices: list[int] | None = None
+    preprocessing: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.input_indices is None:
@@ -155,15 +163,49 @@ def choose_input_views(n: int, *, input_view: int = 0, input_views: Sequence[int
     return list(range(n)) if default_all else [input_view % n]
 
 
+def _preprocessed(path: Path, resolution: int, cam_opts: dict, object_fraction: float | None, matting: str,
+                  notes: list[str]) -> tuple[ObjectViews, dict] | None:
+    """The image at ``path`` preprocessed (:mod:`vantage.preprocess`) as a one-view :class:`ObjectViews`, or
+    None (with a note) when no object is found or the mask would be unreliable: then it is used as it is."""
+    from vantage.data.formats.images import default_camera
+    from vantage.preprocess import SYNTHETIC_OBJECT_FRACTION, NoObjectError, describe, preprocess_image
+
+    fraction = SYNTHETIC_OBJECT_FRACTION if object_fraction is None else object_fraction
+    try:
+        image, info = preprocess_image(path, resolution, fraction, matting=matting, name=path.name)
+    except NoObjectError:
+        notes.append(f"no object found in {path.name} (a uniform image?): not preprocessed, used as it is")
+        return None
+    m = info["mask"]
+    if m["source"] == "threshold" and not m["uniform"] and matting == "auto":
+        notes.append(f"the background of {path.name} is not uniform and it has no alpha channel: not preprocessed "
+                     f"(used as it is); cut the object out (an RGBA image) or run `vantage preprocess` on it")
+        return None
+    lines = describe(info)
+    notes += [f"preprocessed the image like the training views: {lines[0]}", *lines[1:]]
+    w, h = info["size"]
+    if (w, h) != (resolution, resolution):
+        notes.append(f"resized the input image from {w}x{h} to the model's {resolution}x{resolution} (a square crop "
+                     f"of {info['crop'][2]} px around the object)")
+    views = ObjectViews(images=image[None], cameras=default_camera(resolution, resolution, **cam_opts),
+                        masks=info.mask[None].float(), view_ids=torch.zeros(1, dtype=torch.long), name=path.stem,
+                        meta={"format": "images", "posed": False, "files": [str(path)], "preprocess": dict(info)})
+    return views, dict(info)
+
+
 def load_input(path: str | Path, resolution: int, *, elevation_deg: float = 30.0, radius: float = 2.5,
                fov_deg: float = 40.0, scene: str | int | None = None, input_view: int = 0,
                input_views: Sequence[int] | None = None, num_input_views: int | None = None,
-               format: str | None = None) -> SampleInput:
+               format: str | None = None, preprocess: bool = True, object_fraction: float | None = None,
+               matting: str = "auto") -> SampleInput:
     """Read an image file or an object folder (see the module docstring) at ``resolution``.
 
     ``elevation_deg``, ``radius`` and ``fov_deg`` define the default camera of unposed images;
     ``input_view``, ``input_views`` and ``num_input_views`` choose the input views
-    (:func:`choose_input_views`). Raises :class:`DatasetError` (a ``ValueError``) or
+    (:func:`choose_input_views`). ``preprocess`` (image files only): mask, recentre and scale the object to
+    ``object_fraction`` of the frame (default: the synthetic data's,
+    :data:`vantage.preprocess.SYNTHETIC_OBJECT_FRACTION`) with ``matting`` (``auto``, ``alpha``,
+    ``threshold``, ``rembg``) before use. Raises :class:`DatasetError` (a ``ValueError``) or
     ``FileNotFoundError`` with the path.
     """
     path = Path(path)
@@ -176,6 +218,13 @@ def load_input(path: str | Path, resolution: int, *, elevation_deg: float = 30.0
             raise DatasetError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)}) or an object folder")
         from vantage.data.formats.images import ImageFolderDataset
 
+        picked = choose_input_views(1, input_view=input_view, input_views=input_views,
+                                    num_input_views=num_input_views, where=f"image {path.name}")
+        done = _preprocessed(path, resolution, cam_opts, object_fraction, matting, notes) if preprocess else None
+        if done is not None:
+            notes.append(f"the image has no pose: assumed the default camera (azimuth 0, elevation "
+                         f"{elevation_deg:g}°, radius {radius:g}, horizontal FOV {fov_deg:g}°, looking at the origin)")
+            return SampleInput(done[0], 0, False, "image", done[0].name, notes, picked, [done[1]])
         w, h = image_size(path)
         ds = ImageFolderDataset(path, resolution=None if (w, h) == (resolution, resolution) else resolution,
                                 **cam_opts)
@@ -187,8 +236,6 @@ def load_input(path: str | Path, resolution: int, *, elevation_deg: float = 30.0
             notes.append("the image has an alpha channel: composited on white")
         notes.append(f"the image has no pose: assumed the default camera (azimuth 0, elevation {elevation_deg:g}°, "
                      f"radius {radius:g}, horizontal FOV {fov_deg:g}°, looking at the origin)")
-        picked = choose_input_views(1, input_view=input_view, input_views=input_views,
-                                    num_input_views=num_input_views, where=f"image {path.name}")
         return SampleInput(views, 0, False, "image", views.name, notes, picked)
 
     fmt = format or detect_format(path)
@@ -211,10 +258,11 @@ def load_inputs(paths: Sequence[str | Path], resolution: int, *, input_view: int
                 **options) -> SampleInput:
     """:func:`load_input` of one path, or several image files as the views of one unposed object.
 
-    Each file is read (composited, padded and resized to ``resolution`` as one image would be; the
-    notes name the file) and gets the default camera; by default every file is an input view
+    Each file is read (preprocessed, or composited, padded and resized to ``resolution`` as one image would
+    be; the notes name the file) and gets the default camera; by default every file is an input view
     (``input_views`` / ``num_input_views`` choose others, see :func:`choose_input_views`).
-    ``options`` go to :func:`load_input` (camera of unposed images; ``scene``/``format`` only for one path).
+    ``options`` go to :func:`load_input` (camera of unposed images, ``preprocess``, ``object_fraction``,
+    ``matting``; ``scene``/``format`` only for one path).
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -248,7 +296,8 @@ def load_inputs(paths: Sequence[str | Path], resolution: int, *, input_view: int
                         name=paths[0].stem, meta={"format": "images", "posed": False, "files": [str(p) for p in paths]})
     picked = choose_input_views(len(paths), input_view=input_view, input_views=input_views,
                                 num_input_views=num_input_views, default_all=True, where=f"the {len(paths)} images")
-    return SampleInput(views, picked[0], False, "images", views.name, notes, picked)
+    return SampleInput(views, picked[0], False, "images", views.name, notes, picked,
+                       [info for one in singles for info in one.preprocessing])
 
 
 def orbit_targets(input_camera: Cameras, n: int, *, elevation_deg: float | None = None,

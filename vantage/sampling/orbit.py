@@ -222,8 +222,9 @@ def autoregressive_orbit(
         inputs: ``ObjectViews`` (one sample), a list of them, or a ``ViewSet (B, N)``.
         target_cameras: :class:`Cameras` ``(B, T)``, or ``(T,)`` shared by every sample; their image
             size is the inputs'.
-        strategy: ``"stochastic"`` (3DiM), ``"single"`` (always the first input), a
-            :class:`Strategy` subclass or a factory ``(denoiser, generator=..., **options)``.
+        strategy: ``"stochastic"`` (3DiM), ``"single"`` (always the first input), ``"interpolated"``
+            (ViewFusion's interpolated denoising), a :class:`Strategy` subclass or a factory
+            ``(denoiser, generator=..., **options)``.
         order: ``"sequential"``, ``"alternating"`` or explicit indices (module docstring).
         sampler: sampler name or function (default: the method's ``default_sampler``, else ``"euler"``).
         steps: sampling steps (default: the method's ``default_steps``); ignored when ``sigmas`` is given.
@@ -337,8 +338,10 @@ def autoregressive_orbit(
             if step_callback is not None:
                 def cb(info: dict[str, Any], _j: int = j, _a: list[int] = act) -> None:
                     step_callback({**info, "view_step": _j, "samples": _a})
-            img = sampler_fn(strat, x, sigmas, cond, generator=noise_gens, callback=cb,
-                             progress=sampler_progress, **(sampler_options or {}))
+            run = getattr(strat, "wrap_sampler", None)  # a strategy may adapt the sampler (per-branch noise)
+            img = (run(sampler_fn) if callable(run) else sampler_fn)(
+                strat, x, sigmas, cond, generator=noise_gens, callback=cb, progress=sampler_progress,
+                **(sampler_options or {}))
             nfe += getattr(strat, "calls", 0)
             sizes = torch.tensor([count[b] for b in act])
             for r, b in enumerate(act):

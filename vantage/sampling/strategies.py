@@ -21,9 +21,14 @@ in x̂0).
   every view generated so far), with the strategy's own generator(s); a list of per-sample
   generators makes each sample's draws independent of the batch size. One branch per sample,
   so memory does not grow with the set.
-* ``"interpolated"`` (ViewFusion, Yang et al. 2024) is the extension point: subclass
-  :class:`Strategy` and return ``M`` branches (the views inside the azimuth window) with the
-  paper's weights from :meth:`Strategy.branches`; batching, chunking and fusion are inherited.
+* :class:`~vantage.sampling.interpolated.InterpolatedDenoising` (``"interpolated"``, ViewFusion,
+  Yang et al. 2024): every view inside an azimuth window around the target (and the input) is a
+  branch, fused with the paper's weights; it only implements :meth:`Strategy.branches` (the
+  extension point), batching, chunking and fusion are inherited. See
+  :mod:`vantage.sampling.interpolated`.
+
+A strategy may also adapt the sampler that runs it (:meth:`Strategy.wrap_sampler`; the orbit loop
+calls it): interpolated denoising's "separate noise per branch" variant does.
 
 Classifier-free guidance (Ho & Salimans 2022) for any single-view denoiser that honours
 ``ViewCond.drop``: :func:`view_cfg_denoiser`, built on :func:`vantage.diffusion.guidance.cfg_denoiser`
@@ -48,7 +53,7 @@ from vantage.diffusion.noise import GeneratorLike, check_generator
 from vantage.methods.base import ViewCond
 
 __all__ = ["ViewSetCond", "Branches", "Strategy", "SingleView", "StochasticConditioning", "STRATEGIES",
-           "make_strategy", "view_cfg_denoiser", "GuidedViewDenoiser"]
+           "register_strategy", "make_strategy", "view_cfg_denoiser", "GuidedViewDenoiser"]
 
 DenoiserFn = Callable[[Tensor, Tensor, Any], Tensor]
 
@@ -119,6 +124,11 @@ class Strategy(DenoiserWrapper):
 
     def branches(self, x: Tensor, sigma: Tensor, cond: ViewSetCond) -> Branches:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def wrap_sampler(self, sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        """The sampler function to run this strategy with (``sampler`` itself unless a strategy needs
+        more than a denoiser, e.g. per-branch noise); same signature as the samplers."""
+        return sampler
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: ViewSetCond) -> Tensor:
         if not isinstance(cond, ViewSetCond):
@@ -235,23 +245,30 @@ class StochasticConditioning(Strategy):
         return Branches(index=pos[:, None])
 
 
+#: strategies by name. ``"interpolated"`` (:mod:`vantage.sampling.interpolated`, which needs this module) registers
+#: itself with :func:`register_strategy` when imported; ``import vantage.sampling`` imports it.
 STRATEGIES: dict[str, type[Strategy]] = {"single": SingleView, "stochastic": StochasticConditioning}
-_PLANNED = {"interpolated": "interpolated denoising (ViewFusion, Yang et al. 2024) is not implemented yet "
-                            "(planned in the multi-view sampling issue)"}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make ``cls`` available by its ``name`` in :data:`STRATEGIES` and :func:`make_strategy`."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls.name in ("", "base"):
+        raise TypeError(f"register_strategy needs a named Strategy subclass, got {cls!r}")
+    STRATEGIES[cls.name] = cls
+    return cls
 
 
 def make_strategy(name: str | Strategy | Callable[..., Strategy], denoiser: DenoiserFn, *,
                   generator: GeneratorLike = None, **options: Any) -> Strategy:
-    """A strategy by name (``"single"``, ``"stochastic"``) around a single-view ``denoiser``.
+    """A strategy by name (``"single"``, ``"stochastic"``, ``"interpolated"``) around a single-view ``denoiser``.
 
     ``name`` may also be a :class:`Strategy` subclass or a factory ``(denoiser, generator=..., **options)``.
     ``generator`` goes to strategies whose constructor takes one (stochastic); ``options`` to the constructor
-    (``view=`` for single, ``max_rows=``, ``record=``).
+    (``view=`` for single, ``max_rows=``, ``record=``; ``t_in=``, ``t_auto=``, ``window_deg=``, ``distance=``,
+    ``separate_noise=`` for interpolated).
     """
     if isinstance(name, str):
         key = name.strip().lower()
-        if key in _PLANNED:
-            raise NotImplementedError(_PLANNED[key])
         if key not in STRATEGIES:
             raise ValueError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
         cls: Any = STRATEGIES[key]

@@ -1,0 +1,156 @@
+"""``vantage evaluate``: score novel views against ground truth under a versioned protocol.
+
+    vantage evaluate --checkpoint RUN_DIR --protocol P --out DIR [--data PATH] [--device D]
+                     [--objects N] [--steps K]
+    vantage evaluate --pred DIR --gt DIR --out DIR [--protocol P] [--device D]
+    vantage evaluate --list
+
+Checkpoint mode runs the protocol's objects through the model (input views -> target views, with
+the protocol's seeds and sampler settings), saves ``inputs/``, ``gt/`` and ``pred/`` under
+``--out`` and scores them, with the copy-the-input baseline next to the model. A protocol on a
+dataset on disk (SRN, NMR, RealEstate10K) needs its folder with ``--data``. ``--objects`` and
+``--steps`` override the protocol for quick looks (the report says so).
+
+Files mode scores an existing folder of predictions against a folder of ground truth, matched
+by relative path without extension (``obj/000012.png`` <-> ``obj/000012.jpg``); ``--protocol``
+takes the metric settings and background from a protocol (default: PSNR, SSIM with the 11x11
+Gaussian window, LPIPS-VGG, mean over images, white background).
+
+Writes into ``--out`` (new or empty, unless ``--overwrite``): ``metrics.json`` (settings, vantage
+version, means, per image, per object), ``metrics.md``, ``per_image.csv``, ``per_object.csv``
+(images in object sub-folders) and ``best_worst.png``. LPIPS and FID/KID need local weight files
+(docs/metrics.md); when one is missing only that metric is skipped, and the report names the file.
+Protocols: ``--list``, and docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vantage.cli.formatting import HelpFormatter
+
+__all__ = ["register", "cmd_evaluate"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", formatter_class=HelpFormatter, description=__doc__,
+                       help="score generated views against ground truth (checkpoint + protocol, or two folders)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="run directory or checkpoint folder (checkpoint mode)")
+    p.add_argument("--protocol", default=None,
+                   help="a shipped protocol name (synthetic-v1, srn-cars-v1, nmr-v1, realestate10k-v1; a name "
+                        "without -vN is its newest version) or a protocol JSON file")
+    p.add_argument("--pred", type=Path, default=None, help="folder of predicted images (files mode)")
+    p.add_argument("--gt", type=Path, default=None, help="folder of ground-truth images (files mode)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (must be new or empty)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset folder for a protocol on a dataset on disk (its root, e.g. the folder holding "
+                        "cars_test for srn-cars-v1)")
+    p.add_argument("--objects", type=int, default=None, help="evaluate only the protocol's first N objects")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps instead of the protocol's")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow writing into a non-empty --out (a previous evaluation's pred/, gt/, inputs/ are "
+                        "replaced; other files are replaced one by one)")
+    p.add_argument("--list", action="store_true", help="list the shipped protocols and exit")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _check_args(args: argparse.Namespace) -> str:
+    """The mode (``"checkpoint"`` or ``"files"``) after the checks on which options go together."""
+    from vantage.cli.main import UserError
+
+    files = args.pred is not None or args.gt is not None
+    if args.checkpoint is not None and files:
+        raise UserError("give either --checkpoint (checkpoint mode) or --pred and --gt (files mode), not both")
+    if args.checkpoint is None and not files:
+        raise UserError("nothing to evaluate: give --checkpoint RUN_DIR --protocol P, or --pred DIR --gt DIR")
+    if files and (args.pred is None or args.gt is None):
+        raise UserError(f"files mode needs both --pred and --gt (got only {'--pred' if args.gt is None else '--gt'})")
+    if args.out is None:
+        raise UserError("--out DIR is required")
+    if files:
+        used = [o for o, v in (("--data", args.data), ("--objects", args.objects), ("--steps", args.steps))
+                if v is not None]
+        if used:
+            raise UserError(f"{', '.join(used)} only apply to checkpoint mode (--checkpoint)")
+        return "files"
+    if args.protocol is None:
+        raise UserError("checkpoint mode needs --protocol (a shipped name such as synthetic-v1, or a JSON file; "
+                        "see --list)")
+    for name, value in (("--objects", args.objects), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
+    return "checkpoint"
+
+
+def _list() -> int:
+    from vantage.eval.protocol import load_protocol, shipped_protocols
+
+    for name, path in shipped_protocols().items():
+        p = load_protocol(path)
+        data = p.dataset.spec or f"{p.dataset.format} ({p.dataset.split or 'all'})"
+        print(f"{name:18s} {data}, {p.resolution} px, metrics {', '.join(p.metrics.names)}")
+    return 0
+
+
+def _summary_line(result: dict) -> str:
+    mean = result["mean"]
+    parts = [f"PSNR {mean['psnr']:.2f} dB" if mean.get("psnr") is not None else "",
+             f"SSIM {mean['ssim']:.3f}" if mean.get("ssim") is not None else "",
+             f"LPIPS {mean['lpips']:.3f}" if mean.get("lpips") is not None else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from vantage.cli.main import UserError
+    from vantage.eval.evaluate import EvaluationError, evaluate_folders
+    from vantage.eval.protocol import ProtocolError, load_protocol
+    from vantage.eval.report import prepare_evaluation_dir, write_report
+    from vantage.train.checkpoint import CheckpointError
+
+    if args.list:
+        return _list()
+    mode = _check_args(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        protocol = load_protocol(args.protocol) if args.protocol is not None else None
+        out, previous = prepare_evaluation_dir(args.out, args.overwrite, create=False)
+        if mode == "checkpoint":
+            from vantage.eval.evaluate_model import evaluate_checkpoint
+
+            run = evaluate_checkpoint(args.checkpoint, protocol, out, data=args.data, device=device,
+                                      objects=args.objects, steps=args.steps, previous=previous)
+            result, files = run["result"], run["files"]
+        else:
+            from vantage.eval.protocol import MetricSettings
+
+            settings = protocol.metrics if protocol is not None else MetricSettings()
+            background = protocol.background if protocol is not None else (1.0, 1.0, 1.0)
+            print(f"scoring {args.pred} against {args.gt}"
+                  + (f" with the metric settings of protocol {protocol.label}" if protocol else ""))
+            result = evaluate_folders(args.pred, args.gt, settings=settings, background=background, device=device)
+            files = write_report(out, result, settings=settings, mode="files", protocol=protocol,
+                                 background=background)
+    except (ProtocolError, EvaluationError, CheckpointError) as e:
+        raise UserError(str(e)) from None
+    except (RuntimeError, AssertionError) as e:
+        if "cuda" not in str(e).lower():
+            raise
+        raise UserError(f"cannot run on {device}: {e}") from None
+    for note in result["notes"]:
+        print(f"note: {note}")
+    for metric, why in result["skipped"].items():
+        print(f"note: {metric.upper()} skipped: {why.splitlines()[0]}")
+    print(f"{result['images']} images: {_summary_line(result)}")
+    if "baseline" in result:
+        print(f"copy-the-input baseline: {_summary_line(result['baseline'])}")
+    for key, value in result["set_metrics"].items():
+        if key in ("fid", "kid_mean"):
+            print(f"{key.upper().replace('_MEAN', '')}: {value:.4g}")
+    print(f"wrote to {out}/: {', '.join(files)}")
+    return 0

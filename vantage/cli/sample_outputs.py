@@ -1,0 +1,129 @@
+"""What ``vantage sample`` writes into ``--out`` (the list is in :mod:`vantage.cli.sample`'s docstring).
+
+:func:`write_sample` writes the frames, the input(s), ``orbit.gif``/``orbit.mp4``, the contact sheet,
+``cameras.json`` (vantage's convention and nerfstudio's ``transform_matrix``), ``nerfstudio/``,
+``weights/`` (ViewFusion's composition weights), ``intermediates/`` (x̂0 of every denoising step) and
+``sample.json``. Images are ``(N, 3, H, W)`` in [-1, 1]; cameras OpenCV camera-to-world with pixel
+intrinsics (``docs/cameras.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_mp4", "psnr", "write_sample"]
+
+
+def write_mp4(frames_dir: Path, out: Path, fps: float, size: int) -> str | None:
+    """Encode ``frames_dir/%03d.png`` with ffmpeg; returns None or why it was skipped."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return "ffmpeg not found on PATH: orbit.mp4 skipped"
+    side = max(256, size) // 2 * 2
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-framerate", str(fps), "-i", str(frames_dir / "%03d.png"),
+           "-vf", f"scale={side}:{side}:flags=neighbor", "-pix_fmt", "yuv420p", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    return None if res.returncode == 0 else f"ffmpeg failed ({res.stderr.strip()[:200]}): orbit.mp4 skipped"
+
+
+def psnr(a: Any, b: Any) -> float:
+    """PSNR in dB of two images in [-1, 1] (peak 1 after mapping to [0, 1])."""
+    mse = float(((a.float() - b.float()) / 2).pow(2).mean())
+    return float("inf") if mse == 0 else -10 * math.log10(mse)
+
+
+def write_sample(out: Path, *, result: Any, inp: Any, truth_idx: list[int | None], fps: float,
+                 recorder: Any = None, weights_mode: str | None = None,
+                 intermediates: dict[int, list[Any]] | None = None) -> tuple[list[str], dict[str, Any]]:
+    """Write the outputs of one ``vantage sample`` run; returns ``(files written, summary entries)``.
+
+    Args:
+        result: the :class:`~vantage.sampling.OrbitResult` (sample 0 is written).
+        inp: the :class:`~vantage.sampling.inputs.SampleInput`.
+        truth_idx: per frame the view of ``inp.views`` that is its ground truth, or None.
+        recorder: a :class:`~vantage.sampling.WeightRecorder` (``weights/``) or None.
+        intermediates: orbit step -> uint8 ``(H, W, 3)`` x̂0 of every denoising step (``intermediates/``).
+    """
+    import torch
+    from PIL import Image
+
+    from vantage.data.formats.nerfstudio import write_nerfstudio
+    from vantage.data.views import ObjectViews
+    from vantage.sampling.targets import camera_entry
+    from vantage.sampling.weights import save_weight_maps
+    from vantage.viz import contact_sheet, save_gif, to_uint8
+
+    views, inputs, in_idx = inp.views, inp.inputs, inp.input_indices
+    k = len(in_idx)
+    frames, gen = result.images[0].cpu(), result.generated[0]
+    fdir = out / "frames"
+    fdir.mkdir(exist_ok=True)
+    for i, img in enumerate(to_uint8(frames)):
+        Image.fromarray(img).save(fdir / f"{i:03d}.png")
+    Image.fromarray(to_uint8(inputs.images[0])).save(out / "input.png")
+    files = ["input.png"]
+    if k > 1:
+        (out / "inputs").mkdir(exist_ok=True)
+        for j, img in enumerate(to_uint8(inputs.images)):
+            Image.fromarray(img).save(out / "inputs" / f"{j:03d}.png")
+        files.append("inputs/")
+    save_gif(frames, out / "orbit.gif", fps=fps)
+    files += ["frames/", "orbit.gif"]
+    skipped = write_mp4(fdir, out / "orbit.mp4", fps, max(256, frames.shape[-1]))
+    if skipped:
+        print(f"note: {skipped}")
+    else:
+        files.append("orbit.mp4")
+    truth = [None if j is None else views.images[j] for j in truth_idx]
+    rows, labels = [inputs.images, frames], ["input" if k == 1 else "inputs", "generated"]
+    if any(t is not None for t in truth):
+        rows.append(torch.stack([torch.ones_like(frames[0]) if t is None else t for t in truth]))
+        labels.append("truth")
+    contact_sheet(rows, labels).save(out / "contact_sheet.png")
+    files.append("contact_sheet.png")
+
+    cams = result.cameras[0].to("cpu")
+    in_files = ["input.png"] if k == 1 else [f"inputs/{j:03d}.png" for j in range(k)]
+    input_cam = views.cameras[inp.input_index:inp.input_index + 1]
+    doc = {"convention": "c2w: camera-to-world with OpenCV camera axes (x right, y down, z forward); K in pixels, "
+                         "pixel centres at +0.5; world +z up. transform_matrix: the same camera with OpenGL axes "
+                         "(nerfstudio / Blender)",
+           "width": cams.width, "height": cams.height,
+           "input": {"file": "input.png", **camera_entry(input_cam, 0), "posed": inp.posed},
+           "inputs": [{"file": in_files[j], "view": in_idx[j], **camera_entry(inputs.cameras, j),
+                       "posed": inp.posed} for j in range(k)],
+           "frames": [{"file": f"frames/{i:03d}.png", "generated": bool(gen[i]),
+                       "ground_truth_view": truth_idx[i], **camera_entry(cams, i)} for i in range(len(cams))]}
+    (out / "cameras.json").write_text(json.dumps(doc, indent=1))
+    with tempfile.TemporaryDirectory() as tmp:  # nerfstudio export of the frames (+ the input when not a frame)
+        write_nerfstudio(ObjectViews(images=frames, cameras=cams), Path(tmp) / "ns")
+        shutil.copytree(Path(tmp) / "ns", out / "nerfstudio", dirs_exist_ok=True)
+    files += ["cameras.json", "nerfstudio/transforms.json"]
+    if recorder is not None:
+        azimuths = [doc["frames"][i]["azimuth_deg"] for i in range(len(cams))]
+        written = save_weight_maps(recorder.records, out / "weights", mode=weights_mode or "mean",
+                                   fps=min(fps, 2.0), cameras_deg=azimuths)
+        maps = [f for f in written if f[0].isdigit()]
+        files.append(f"weights/ ({len(maps)} weight maps NNN.png, {', '.join(f for f in written if f not in maps)})")
+    n_copied = len(gen) - int(gen.sum())
+    for j, images in (intermediates or {}).items():  # orbit step j made frame order[n_copied + j]
+        folder = out / "intermediates" / f"{int(result.order[0, n_copied + j]):03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(folder / f"{i:03d}.png")
+    if intermediates:
+        files.append(f"intermediates/ (x̂0 of every denoising step: NNN/SSS.png for {len(intermediates)} frames)")
+    scores = {i: psnr(frames[i], truth[i]) for i in range(len(truth)) if truth[i] is not None and gen[i]}
+    summary = {"views": len(cams), "order": result.order[0].tolist(), "set_sizes": result.set_sizes[0].tolist(),
+               "nfe": result.nfe, "seconds_sampling": round(result.seconds, 3),
+               "psnr": {str(i): round(v, 3) for i, v in scores.items()},
+               "psnr_mean": round(sum(scores.values()) / len(scores), 3) if scores else None}
+    if getattr(inp, "preprocessing", None):  # the parameters that repeat `vantage preprocess` on the inputs
+        summary["preprocessing"] = inp.preprocessing
+    return files, summary

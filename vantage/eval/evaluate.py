@@ -1,0 +1,312 @@
+"""Scoring predicted images against ground truth: ``vantage evaluate --pred DIR --gt DIR``.
+
+Images are matched by their path relative to each folder **without the extension** (a PNG
+prediction matches a JPG truth); other files are ignored. A ground-truth image without a
+prediction, a prediction without a truth, two files with the same name and different extensions,
+images of different sizes and non-finite values are errors that name the files. Images
+(PNG/JPG/JPEG/WEBP, alpha composited on the protocol's background, 16-bit PNGs scaled) are read
+as ``(3, H, W)`` in [-1, 1] and scored with :mod:`vantage.eval.metrics` on [0, 1]:
+
+* per image: PSNR (peak ``psnr_data_range``, identical images count as 100 dB so that means stay
+  finite), SSIM (``"gaussian"`` 11x11 σ 1.5 or ``"uniform7"``), LPIPS (``lpips_net``) when its
+  weight files are present (else only LPIPS is skipped and the missing file is named);
+* over the whole set: FID and KID (Inception features) when asked for and the weights are present.
+
+An image in a sub-folder belongs to the object named by that sub-folder (``obj/000012.png`` ->
+``obj``); means are over images, or of per-object means (``average="objects"``, pixelNeRF's way).
+
+:func:`vantage.eval.report.write_report` writes the results; :mod:`vantage.eval.evaluate_model`
+produces the folders from a checkpoint and reuses all of this.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vantage.data.formats.common import IMAGE_EXTENSIONS, DatasetError, load_image
+from vantage.eval.metrics import psnr, ssim, to_unit
+from vantage.eval.protocol import MetricSettings
+
+__all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "load_rgb", "evaluate_folders", "summarise",
+           "combine_samples", "PER_IMAGE_METRICS", "PSNR_CAP"]
+
+PER_IMAGE_METRICS = ("psnr", "ssim", "lpips")
+PSNR_CAP = 100.0
+_SHOW = 5  # names listed in an error before "... (N in all)"
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be scored (missing, extra or mismatched images, NaN); the message names them."""
+
+
+def _listing(names: Sequence[str]) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > _SHOW else ""
+    return ", ".join(names[:_SHOW]) + more
+
+
+# --------------------------------------------------------------------------------------- folders
+def list_images(folder: str | Path) -> dict[str, Path]:
+    """``{relative path without extension (posix): file}`` of every image below ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        key = p.relative_to(folder).with_suffix("").as_posix()
+        if key in out:
+            raise EvaluationError(f"{out[key]} and {p} have the same name with different extensions; "
+                                  f"images are matched by name without extension, keep one")
+        out[key] = p
+    if not out:
+        raise EvaluationError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
+    return out
+
+
+def match_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """``[(name, prediction, truth)]`` sorted by name; an error lists missing and extra images."""
+    if Path(pred_dir).resolve() == Path(gt_dir).resolve():
+        raise EvaluationError(f"--pred and --gt are the same folder ({pred_dir})")
+    pred, gt = list_images(pred_dir), list_images(gt_dir)
+    missing, extra = sorted(set(gt) - set(pred)), sorted(set(pred) - set(gt))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} ground-truth image(s) have no prediction: {_listing(missing)}")
+        if extra:
+            parts.append(f"{len(extra)} prediction(s) have no ground truth: {_listing(extra)}")
+        raise EvaluationError(f"{pred_dir} and {gt_dir} do not hold the same images (matched by relative path "
+                              f"without extension): " + "; ".join(parts))
+    return [(k, pred[k], gt[k]) for k in sorted(gt)]
+
+
+def load_rgb(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tensor:
+    """An image file as ``(3, H, W)`` in [-1, 1] (alpha composited on ``background``); errors name the file."""
+    try:
+        img, _ = load_image(path, background=background)
+    except DatasetError as e:
+        raise EvaluationError(str(e)) from None
+    if not torch.isfinite(img).all():
+        raise EvaluationError(f"{path}: the image has NaN or infinite values")
+    return img
+
+
+# --------------------------------------------------------------------------------------- scoring
+class Scorer:
+    """Per-image metrics of ``(B, 3, H, W)`` batches in [-1, 1], plus Inception features for FID/KID.
+
+    The LPIPS and Inception networks are built once, when their metrics are asked for; a missing
+    weight file puts the metric in ``skipped`` (with the message naming the file) instead of failing.
+    """
+
+    def __init__(self, settings: MetricSettings | None = None, device: str | torch.device = "cpu") -> None:
+        from vantage.eval.weights import WeightsUnavailable
+
+        settings = settings or MetricSettings()
+        self.settings, self.device = settings, torch.device(device)
+        self.skipped: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.lpips = self.inception = None
+        self.features: dict[str, list[Tensor]] = {"pred": [], "gt": []}
+        if "lpips" in settings.names:
+            from vantage.eval.lpips import LPIPS
+
+            try:
+                self.lpips = LPIPS(settings.lpips_net).to(self.device)
+            except WeightsUnavailable as e:
+                self.skipped["lpips"] = str(e)
+        if {"fid", "kid"} & set(settings.names):
+            from vantage.eval.inception import FIDInceptionV3
+
+            try:
+                self.inception = FIDInceptionV3().to(self.device)
+            except WeightsUnavailable as e:
+                for m in ("fid", "kid"):
+                    if m in settings.names:
+                        self.skipped[m] = str(e)
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    @torch.no_grad()
+    def score(self, names: Sequence[str], pred: Tensor, gt: Tensor, *, features: bool = True) -> list[dict[str, Any]]:
+        """One record per image: ``{"image", "object", "psnr", "ssim", "lpips"}`` (``None`` when not computed)."""
+        if pred.shape != gt.shape or pred.ndim != 4 or pred.shape[1] != 3:
+            raise EvaluationError(f"prediction and truth batches must both be (B, 3, H, W), got {tuple(pred.shape)} "
+                                  f"and {tuple(gt.shape)} for {_listing(list(names))}")
+        for which, t in (("prediction", pred), ("ground truth", gt)):
+            bad = [n for n, ok in zip(names, torch.isfinite(t).flatten(1).all(1).tolist()) if not ok]
+            if bad:
+                raise EvaluationError(f"{which} image(s) with NaN or infinite values: {_listing(bad)}")
+        s = self.settings
+        a, b = to_unit(pred.float()), to_unit(gt.float())
+        h, w = pred.shape[-2:]
+        cols: dict[str, list[Any]] = {m: [None] * len(names) for m in PER_IMAGE_METRICS}
+        if "psnr" in s.names:
+            cols["psnr"] = psnr(a, b, s.psnr_data_range).clamp(max=PSNR_CAP).tolist()
+        if "ssim" in s.names:
+            window = 11 if s.ssim_window == "gaussian" else 7
+            if min(h, w) >= window:
+                kw = {"window": "gaussian"} if s.ssim_window == "gaussian" else {"window": "uniform", "size": 7}
+                cols["ssim"] = ssim(a, b, **kw).tolist()
+            else:
+                self._note(f"SSIM not computed for {w}x{h} images (smaller than the {window}x{window} window)")
+        if self.lpips is not None:
+            need = 16 if s.lpips_net == "vgg" else 32
+            if min(h, w) >= need:
+                cols["lpips"] = self.lpips(pred.to(self.device).float().clamp(-1, 1),
+                                           gt.to(self.device).float().clamp(-1, 1)).cpu().tolist()
+            else:
+                self._note(f"LPIPS-{s.lpips_net} not computed for {w}x{h} images (needs at least {need}x{need})")
+        if features and self.inception is not None:
+            self.features["pred"].append(self.inception(pred.to(self.device).float().clamp(-1, 1)).cpu())
+            self.features["gt"].append(self.inception(gt.to(self.device).float().clamp(-1, 1)).cpu())
+        return [{"image": n, "object": n.rpartition("/")[0], **{m: cols[m][i] for m in PER_IMAGE_METRICS}}
+                for i, n in enumerate(names)]
+
+    def set_metrics(self) -> dict[str, float]:
+        """FID (and KID mean/std) between all predictions and truths scored with ``features=True``."""
+        if self.inception is None or not self.features["pred"]:
+            return {}
+        from vantage.eval.fid import fid, kid
+
+        fp, fg = torch.cat(self.features["pred"]).double().numpy(), torch.cat(self.features["gt"]).double().numpy()
+        if len(fp) < 2:
+            self._note("FID/KID need at least 2 images: not computed")
+            return {}
+        out: dict[str, float] = {}
+        if "fid" in self.settings.names:
+            out["fid"] = fid(fp, fg)
+        if "kid" in self.settings.names:
+            out["kid_mean"], out["kid_std"] = kid(fp, fg)
+        out["set_size"] = len(fp)
+        return out
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def summarise(records: list[dict[str, Any]], average: str = "images", prefix: str = "") -> dict[str, Any]:
+    """Means over images and of per-object means (``prefix`` selects e.g. ``baseline_`` columns).
+
+    Returns ``{"mean", "mean_over_images", "mean_over_objects", "per_object"}``; ``mean`` is the one
+    ``average`` names (over images when there are no objects).
+    """
+    keys = [m for m in PER_IMAGE_METRICS if any(r.get(prefix + m) is not None for r in records)]
+    over_images = {m: _mean([r.get(prefix + m) for r in records]) for m in keys}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["object"], []).append(r)
+    per_object = [{"object": o, "images": len(rs), **{m: _mean([r.get(prefix + m) for r in rs]) for m in keys}}
+                  for o, rs in groups.items()]
+    has_objects = any(o for o in groups)
+    over_objects = {m: _mean([p[m] for p in per_object]) for m in keys} if has_objects else None
+    mean = over_objects if (average == "objects" and over_objects is not None) else over_images
+    return {"mean": mean, "mean_over_images": over_images, "mean_over_objects": over_objects,
+            "per_object": per_object if has_objects else []}
+
+
+def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: MetricSettings | None = None,
+                     background: Sequence[float] = (1.0, 1.0, 1.0), baseline: dict[str, Path] | None = None,
+                     scorer: Scorer | None = None, device: str | torch.device = "cpu", batch_size: int = 16,
+                     progress: bool = True) -> dict[str, Any]:
+    """Score every prediction in ``pred_dir`` against its truth in ``gt_dir`` (module docstring).
+
+    ``baseline`` maps image names to another prediction (e.g. the input view: the copy-the-input
+    baseline), scored the same way into ``baseline_*`` columns. Returns a JSON-friendly dict with
+    ``per_image``, ``mean``, ``per_object``, ``set_metrics``, ``skipped``, ``notes``, ``best``, ``worst``.
+    """
+    t0 = time.perf_counter()
+    settings = settings or MetricSettings()
+    pairs = match_folders(pred_dir, gt_dir)
+    if baseline is not None:
+        lacking = [n for n, _, _ in pairs if n not in baseline]
+        if lacking:
+            raise EvaluationError(f"no baseline image for {_listing(lacking)}")
+    scorer = scorer or Scorer(settings, device)
+    scorer.features = {"pred": [], "gt": []}  # FID/KID of this folder only (a scorer may be shared)
+    records: list[dict[str, Any]] = []
+    chunks = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="scoring", unit="batch", leave=False)
+    for chunk in chunks:
+        loaded = []
+        for name, p, g in chunk:
+            pi, gi = load_rgb(p, background), load_rgb(g, background)
+            if pi.shape != gi.shape:
+                raise EvaluationError(f"{p} is {pi.shape[-1]}x{pi.shape[-2]} but its ground truth {g} is "
+                                      f"{gi.shape[-1]}x{gi.shape[-2]}")
+            bi = load_rgb(baseline[name], background) if baseline is not None else None
+            if bi is not None and bi.shape != gi.shape:
+                raise EvaluationError(f"baseline image {baseline[name]} is {bi.shape[-1]}x{bi.shape[-2]} but the "
+                                      f"ground truth {g} is {gi.shape[-1]}x{gi.shape[-2]}")
+            loaded.append((name, pi, gi, bi))
+        by_size: dict[tuple[int, ...], list] = {}
+        for item in loaded:
+            by_size.setdefault(tuple(item[1].shape), []).append(item)
+        for group in by_size.values():
+            names = [x[0] for x in group]
+            gt = torch.stack([x[2] for x in group])
+            recs = scorer.score(names, torch.stack([x[1] for x in group]), gt)
+            if baseline is not None:
+                for r, rb in zip(recs, scorer.score(names, torch.stack([x[3] for x in group]), gt, features=False)):
+                    r.update({f"baseline_{m}": rb[m] for m in PER_IMAGE_METRICS})
+            records += recs
+    order = {n: i for i, (n, _, _) in enumerate(pairs)}
+    records.sort(key=lambda r: order[r["image"]])
+    summary = summarise(records, settings.average)
+    ranked = sorted((r for r in records if r["psnr"] is not None), key=lambda r: -r["psnr"])
+    k = min(4, len(ranked) // 2) if len(ranked) > 1 else len(ranked)
+    result = {"pred": str(pred_dir), "gt": str(gt_dir), "images": len(records), "average": settings.average,
+              **summary, "set_metrics": scorer.set_metrics(), "skipped": dict(scorer.skipped),
+              "notes": list(scorer.notes), "best": [r["image"] for r in ranked[:k]],
+              "worst": [r["image"] for r in ranked[::-1][:k]], "per_image": records}
+    if baseline is not None:
+        b = summarise(records, settings.average, prefix="baseline_")
+        result["baseline"] = {"what": "copy the (first) input view to every target view", "images": len(records),
+                              "mean": b["mean"],
+                              "mean_over_images": b["mean_over_images"], "mean_over_objects": b["mean_over_objects"],
+                              "per_object": b["per_object"]}
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def combine_samples(per_sample: list[dict[str, Any]], pred_root: str | Path, gt_dir: str | Path,
+                    average: str = "images") -> dict[str, Any]:
+    """One result from :func:`evaluate_folders` results of several samples per target (``pred_root/sample-KK``).
+
+    Image names get the prefix ``sample-KK/``; means are over all samples' images; set metrics
+    (FID, KID) are the means of the per-sample values (also listed in ``per_sample``).
+    """
+    records = []
+    for k, r in enumerate(per_sample):
+        records += [{**rec, "image": f"sample-{k:02d}/{rec['image']}", "sample": k} for rec in r["per_image"]]
+    summary = summarise(records, average)
+    ranked = sorted((r for r in records if r["psnr"] is not None), key=lambda r: -r["psnr"])
+    k = min(4, len(ranked) // 2)
+    set_keys = sorted({key for r in per_sample for key in r["set_metrics"]})
+    combined = {"pred": str(pred_root), "gt": str(gt_dir), "images": len(records), "samples": len(per_sample),
+                "average": average, **summary,
+                "set_metrics": {key: sum(r["set_metrics"].get(key, 0.0) for r in per_sample) / len(per_sample)
+                                for key in set_keys},
+                "per_sample": [{"sample": j, "mean": r["mean"], "set_metrics": r["set_metrics"]}
+                               for j, r in enumerate(per_sample)],
+                "skipped": per_sample[0]["skipped"], "notes": per_sample[0]["notes"],
+                "best": [r["image"] for r in ranked[:k]], "worst": [r["image"] for r in ranked[::-1][:k]],
+                "per_image": records}
+    if "baseline" in per_sample[0]:
+        combined["baseline"] = per_sample[0]["baseline"]
+    return combined

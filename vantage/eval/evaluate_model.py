@@ -1,0 +1,393 @@
+"""Checkpoint mode of ``vantage evaluate``: run a protocol's objects through a model, then score the files.
+
+For every object the protocol selects (:mod:`vantage.eval.protocol`): its input views and target
+views are chosen by view id, resized to the protocol's resolution (centre crop first), put on the
+protocol's background (when the views have masks), and the targets are generated from the inputs
+with :func:`~vantage.sampling.orbit.autoregressive_orbit` (the protocol's sampler, steps,
+guidance, strategy, order and autoregressive setting; ``None`` = the checkpoint's own default).
+Sample ``k`` of the object at dataset position ``i`` uses the base seed
+``sample_seed(seeds[k], i)`` (:func:`vantage.data.pairs.sample_seed`), so a result does not depend
+on which other objects are evaluated.
+
+Files written under ``out`` (then scored by :func:`vantage.eval.evaluate.evaluate_folders`):
+
+* ``inputs/<object>/<view id>.png``: the input views;
+* ``gt/<object>/<view id>.png``: the ground-truth targets;
+* ``pred/<object>/<view id>.png`` (with several samples per target:
+  ``pred/sample-00/<object>/<view id>.png``, ...): the generated targets.
+
+The copy-the-input baseline (the first input view as the prediction of every target) is scored
+with them, and, when the protocol asks for it, the 3D consistency score
+(:func:`vantage.eval.consistency_score`) of each object's input + generated views, with the same
+score on the input + ground-truth views as the ceiling.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from vantage.data.formats.common import DatasetError
+from vantage.data.views import ObjectViews, SceneDataset
+from vantage.eval.evaluate import EvaluationError, Scorer, combine_samples, evaluate_folders
+from vantage.eval.protocol import Protocol, load_protocol
+from vantage.eval.report import write_report
+
+__all__ = ["evaluate_checkpoint", "open_protocol_dataset", "select_objects", "choose_views", "GENERATED_DIRS"]
+
+GENERATED_DIRS = ("pred", "gt", "inputs")
+
+
+# --------------------------------------------------------------------------------------- data
+def open_protocol_dataset(protocol: Protocol, data: str | Path | None, resolution: int) -> SceneDataset:
+    """The protocol's dataset: the embedded synthetic data, or the folder ``data`` read with its format."""
+    spec = protocol.dataset
+    if spec.is_synthetic:
+        from vantage.data.synthetic import SyntheticDataset
+
+        if data is not None:
+            raise EvaluationError(f"protocol {protocol.label} evaluates on the embedded data '{spec.spec}'; "
+                                  f"leave out --data")
+        split = spec.spec.partition(":")[2] or "train"
+        count = protocol.objects if isinstance(protocol.objects, int) else None
+        try:
+            return SyntheticDataset(split, num_objects=count, resolution=resolution, **spec.options)
+        except (TypeError, ValueError, IndexError) as e:
+            raise EvaluationError(f"{protocol.source}: dataset '{spec.spec}' with options {spec.options}: {e}") \
+                from None
+    from vantage.data.formats import format_class
+
+    if data is None:
+        raise EvaluationError(f"protocol {protocol.label} evaluates on a '{spec.format}' dataset"
+                              + (f" ({spec.split} split)" if spec.split else "") + ": give its folder with --data PATH")
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"--data: dataset path does not exist: {data}")
+    cls = format_class(spec.format)
+    kwargs = dict(spec.options)
+    if "resolution" in inspect.signature(cls.__init__).parameters:
+        kwargs.setdefault("resolution", resolution)
+    try:
+        return cls(data, **({"split": spec.split} if spec.split else {}), **kwargs)
+    except DatasetError:
+        if spec.split and (data.name == spec.split or data.name.endswith("_" + spec.split)):
+            return cls(data, **kwargs)  # the split folder itself was given
+        raise
+    except TypeError as e:
+        raise EvaluationError(f"{protocol.source}: bad option for the '{spec.format}' reader ({e})") from None
+
+
+def select_objects(ds: SceneDataset, protocol: Protocol, limit: int | None = None) -> list[int]:
+    """Dataset positions of the protocol's objects (the first ``limit`` of them when given)."""
+    n, want = len(ds), protocol.objects
+    if isinstance(want, list):
+        names = {ds.scene_name(i): i for i in range(n)}
+        missing = [w for w in want if w not in names]
+        if missing:
+            raise EvaluationError(f"protocol {protocol.label}: {len(missing)} object(s) not in the dataset: "
+                                  f"{', '.join(missing[:5])}")
+        picked = [names[w] for w in want]
+    elif isinstance(want, int):
+        if want > n:
+            raise EvaluationError(f"protocol {protocol.label} evaluates {want} objects but the dataset has {n}")
+        picked = list(range(want))
+    else:
+        picked = list(range(n))
+    if limit is not None:
+        if limit < 1:
+            raise EvaluationError(f"--objects must be >= 1, got {limit}")
+        picked = picked[:limit]
+    return picked
+
+
+def _view_ids(ds: SceneDataset, i: int) -> list[int]:
+    entry = getattr(ds, "entry", None)
+    if callable(entry):
+        return [int(v) for v in entry(i).view_ids]
+    if type(ds).__name__ == "SyntheticDataset":
+        return list(range(ds.num_views(i)))
+    return [int(v) for v in ds.load(i).view_ids]
+
+
+def _read_view_list(path: str) -> dict[str, list[int]]:
+    """pixelNeRF-style view list: per line, object name token(s) then view ids (``02958343 1a2b 7``).
+
+    Name tokens may be numbers (ShapeNet class ids), so every split into a name and trailing integers
+    is recorded: ``"02958343/1a2b"`` (tokens joined with '/') and ``"1a2b"`` (the last name token) both
+    map to ``[7]``; full names take precedence when looking an object up.
+    """
+    full: dict[str, list[int]] = {}
+    last: dict[str, list[int]] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise EvaluationError(f"cannot read the view list {path}: {e}") from None
+    for k, line in enumerate(lines, 1):
+        tokens = line.split()
+        splits = [j for j in range(1, len(tokens)) if all(t.isdigit() for t in tokens[j:])]
+        if tokens and not splits:
+            raise EvaluationError(f"{path}:{k}: expected object name token(s) then view ids, got '{line.strip()}'")
+        for j in splits:
+            ids = [int(t) for t in tokens[j:]]
+            full.setdefault("/".join(tokens[:j]), ids)
+            last.setdefault(tokens[j - 1], ids)
+    return {**last, **full}
+
+
+def choose_views(protocol: Protocol, name: str, ids: list[int],
+                 view_list: dict[str, list[int]] | None = None) -> tuple[list[int], list[int], str | None]:
+    """``(input ids, target ids, why skipped)`` of object ``name`` whose views have ``ids``.
+
+    Missing views raise :class:`EvaluationError` (``missing_views="error"``) or give a reason to
+    skip the object (``"skip"``).
+    """
+    iv, tv = protocol.input_views, protocol.target_views
+    if isinstance(iv, list):
+        inputs = list(iv)
+    elif "random" in iv:
+        pool = sorted(v for v in ids if not (isinstance(tv, list) and v in tv))
+        if len(pool) < iv["random"]:
+            raise EvaluationError(f"object '{name}' has {len(pool)} candidate input views, fewer than {iv['random']}")
+        inputs = random.Random(f"vantage-eval/{iv['seed']}/{name}").sample(pool, iv["random"])
+    else:
+        listed = view_list or {}
+        key = name if name in listed else name.rsplit("/", 1)[-1]
+        if key not in listed:
+            raise EvaluationError(f"view list {iv['view_list']} has no line for object '{name}'")
+        inputs = listed[key]
+    targets = [v for v in ids if v not in inputs] if tv == "all-others" else list(tv)
+    both = sorted(set(inputs) & set(targets))
+    if both:
+        raise EvaluationError(f"object '{name}': view(s) {both} are both input and target views")
+    missing = [v for v in inputs + targets if v not in set(ids)]
+    if missing:
+        why = (f"object '{name}' has no view(s) {missing[:8]} (its view ids: {min(ids)}..{max(ids)}, "
+               f"{len(ids)} views)")
+        if protocol.missing_views == "error":
+            raise EvaluationError(why + f"; protocol {protocol.label} needs them (missing_views: error)")
+        return inputs, targets, why
+    if not targets:
+        raise EvaluationError(f"object '{name}' has no target view besides its input(s) {inputs}")
+    return inputs, targets, None
+
+
+def _on_background(views: ObjectViews, background: tuple[float, float, float], notes: list[str]) -> ObjectViews:
+    """Views composited on white (every reader's convention) moved onto ``background`` via their masks."""
+    if background == (1.0, 1.0, 1.0):
+        return views
+    if views.masks is None:
+        notes.append(f"views of '{views.name}' have no masks: kept on their own background, not {list(background)}")
+        return views
+    bg = torch.tensor(background, dtype=views.images.dtype).view(1, 3, 1, 1)
+    images = (views.images + 2 * (bg - 1) * (1 - views.masks)).clamp(-1, 1)
+    return ObjectViews(images=images, cameras=views.cameras, masks=views.masks, depth=views.depth,
+                       view_ids=views.view_ids, name=views.name, meta=views.meta)
+
+
+def _folder_name(name: str) -> str:
+    parts = [re.sub(r"[^\w.\-]", "_", p) for p in name.split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "object"
+
+
+def _save(images: torch.Tensor, folder: Path, ids: list[int]) -> list[Path]:
+    from vantage.viz import to_uint8
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{v:06d}.png" for v in ids]
+    for arr, p in zip(to_uint8(images.cpu()), paths):
+        Image.fromarray(arr).save(p)
+    return paths
+
+
+# --------------------------------------------------------------------------------------- model
+def _strategy(method: Any, name: str | None, guidance: float) -> tuple[Any, str]:
+    composing = callable(getattr(method, "set_denoiser", None)) and method.name == "viewfusion"
+    name = name or ("composed" if composing else "stochastic")
+    if name == "composed":
+        if not composing:
+            raise EvaluationError(f"strategy 'composed' needs a ViewFusion checkpoint; '{method.name}' conditions "
+                                  f"on one view at a time (use stochastic or single)")
+        from vantage.methods.viewfusion import composed_strategy
+
+        return composed_strategy, name
+    if guidance and not getattr(method, "supports_guidance", True):
+        raise EvaluationError(f"{method.name} has no classifier-free guidance; the protocol asks for {guidance:g}")
+    try:
+        method.single_view_denoiser()
+    except NotImplementedError:
+        raise EvaluationError(f"'{method.name}' has no single-view denoiser for strategy '{name}'") from None
+    return name, name
+
+
+def _consistency(name: str, given: ObjectViews, truth: ObjectViews, generated: torch.Tensor, protocol: Protocol,
+                 device: str, notes: list[str]) -> dict[str, Any] | None:
+    """3D consistency score of input + generated views ``(T, 3, H, W)``, and its ceiling on input + truth."""
+    from vantage.cameras import Cameras
+    from vantage.eval.consistency import consistency_score
+
+    n = len(given) + len(truth)
+    if n < 3:
+        notes.append(f"3D consistency needs at least 3 views; '{name}' has {n}: not scored")
+        return None
+    c = protocol.metrics.consistency
+    cams = Cameras.cat([given.cameras, truth.cameras])
+    opts = dict(holdout=c.holdout, grid=c.grid, iters=c.iters, seed=0, background=list(protocol.background),
+                device=device)
+    score = consistency_score(torch.cat([given.images, generated]), cams, **opts)
+    ceiling = consistency_score(torch.cat([given.images, truth.images]), cams, **opts)
+    return {"object": name, "psnr": score["psnr"], "ssim": score["ssim"], "ceiling_psnr": ceiling["psnr"],
+            "ceiling_ssim": ceiling["ssim"]}
+
+
+def _clear_generated(out: Path, previous: bool) -> None:
+    """Empty ``pred/``, ``gt/``, ``inputs/`` of a previous evaluation; refuse to touch them otherwise."""
+    present = [d for d in GENERATED_DIRS if (out / d).exists()]
+    if present and not previous:
+        raise EvaluationError(f"{out} is not a previous evaluation but holds {', '.join(d + '/' for d in present)}; "
+                              f"choose another --out (vantage does not delete folders it did not write)")
+    for d in present:
+        shutil.rmtree(out / d)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path, out: str | Path, *,
+                        data: str | Path | None = None, device: str = "cpu", objects: int | None = None,
+                        steps: int | None = None, previous: bool = False, progress: bool = True,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Generate the protocol's targets with ``checkpoint`` into ``out`` and score them (module docstring).
+
+    ``out`` is created after the checks (check it first with :func:`vantage.eval.report.prepare_evaluation_dir`);
+    ``previous`` allows emptying the generated folders of an earlier evaluation there. ``objects`` and ``steps``
+    override the protocol (recorded as such). Returns ``{"result", "files", "extra"}``.
+    """
+    from vantage.data.pairs import sample_seed
+    from vantage.diffusion.samplers import get_sampler
+    from vantage.sampling.inputs import fit_resolution
+    from vantage.sampling.orbit import autoregressive_orbit
+    from vantage.train.checkpoint import find_checkpoint, load_checkpoint
+
+    t_start = time.perf_counter()
+    protocol, out = load_protocol(protocol), Path(out)
+    if steps is not None and steps < 1:
+        raise EvaluationError(f"--steps must be >= 1, got {steps}")
+    method = load_checkpoint(checkpoint, device=device).eval()
+    ckpt = Path(checkpoint)
+    folder = ckpt if (ckpt / "model.safetensors").is_file() else (find_checkpoint(ckpt) or ckpt)
+    cfg, res = method.config, protocol.resolution
+    if cfg.resolution != res:
+        raise EvaluationError(f"protocol {protocol.label} evaluates at {res}x{res} px but the checkpoint's "
+                              f"'{method.name}' model works at {cfg.resolution}x{cfg.resolution}; use a protocol at "
+                              f"{cfg.resolution} px (copy the protocol file and change 'resolution')")
+    s = protocol.sampling
+    sampler = s.sampler or cfg.default_sampler
+    try:
+        get_sampler(sampler)
+    except KeyError as e:
+        raise EvaluationError(f"protocol {protocol.label}: {str(e).strip(chr(39))}") from None
+    n_steps = steps or s.steps or cfg.default_steps
+    guidance = cfg.default_guidance if s.guidance is None else s.guidance
+    strategy, strategy_name = _strategy(method, s.strategy, guidance)
+    ds = open_protocol_dataset(protocol, data, res)
+    picked = select_objects(ds, protocol, objects)
+    view_list = (_read_view_list(protocol.input_views["view_list"])
+                 if isinstance(protocol.input_views, dict) and "view_list" in protocol.input_views else None)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_generated(out, previous)
+    seeds, k_samples = protocol.sample_seeds(), protocol.samples_per_target
+    log(f"model: {method.name} from {folder} ({sum(p.numel() for p in method.parameters()) / 1e6:.2f}M parameters, "
+        f"{res}x{res}), device {device}")
+    log(f"protocol {protocol.label}: {len(picked)} object(s), {sampler} x {n_steps} steps, guidance {guidance:g}, "
+        f"strategy {strategy_name}, order {s.order}, {'autoregressive' if s.autoregressive else 'fixed views'}, "
+        f"{k_samples} sample(s) per target")
+    notes: list[str] = []
+    overrides = {k: v for k, v in (("objects", objects), ("steps", steps)) if v is not None}
+    if overrides:
+        notes.append(f"protocol overridden ({', '.join(f'{k}={v}' for k, v in overrides.items())}): the numbers are "
+                     f"not comparable with full {protocol.label} results")
+    baseline: dict[str, Path] = {}
+    skipped_objects, per_object_run, consistency = [], [], []
+    nfe, t_sampling = 0, 0.0
+    bar = picked
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(picked, desc="objects", unit="object")
+    for i in bar:
+        name = ds.scene_name(i)
+        ids = _view_ids(ds, i)
+        inputs, targets, why = choose_views(protocol, name, ids, view_list)
+        if why:
+            skipped_objects.append({"object": name, "reason": why})
+            continue
+        pos = {v: p for p, v in enumerate(ids)}
+        try:
+            views = ds.load(i, views=[pos[v] for v in inputs + targets])
+        except (DatasetError, IndexError) as e:
+            raise EvaluationError(f"object '{name}': {e}") from None
+        views = _on_background(fit_resolution(views, res, notes), protocol.background, notes)
+        k_in = len(inputs)
+        given, truth = views.select(list(range(k_in))), views.select(list(range(k_in, len(views))))
+        obj_seeds = [sample_seed(sd, i) for sd in seeds]
+        result = autoregressive_orbit(method, [given] * k_samples, truth.cameras, strategy=strategy, order=s.order,
+                                      sampler=sampler, steps=n_steps, guidance=guidance, seed=obj_seeds,
+                                      device=device, autoregressive=s.autoregressive)
+        gen = result.images.cpu()
+        if not torch.isfinite(gen).all():
+            bad = [targets[t] for t in range(len(targets)) if not torch.isfinite(gen[:, t]).all()]
+            raise EvaluationError(f"the model produced NaN or infinite values for object '{name}', target view(s) "
+                                  f"{bad[:8]}; nothing was scored")
+        nfe, t_sampling = nfe + result.nfe, t_sampling + result.seconds
+        sub = _folder_name(name)
+        in_paths = _save(given.images, out / "inputs" / sub, inputs)
+        _save(truth.images, out / "gt" / sub, targets)
+        for k in range(k_samples):
+            _save(gen[k], out / "pred" / (f"sample-{k:02d}/" if k_samples > 1 else "") / sub, targets)
+        baseline.update({f"{sub}/{v:06d}": in_paths[0] for v in targets})
+        per_object_run.append({"object": name, "folder": sub, "inputs": inputs, "targets": len(targets),
+                               "seeds": obj_seeds, "nfe": result.nfe, "seconds": round(result.seconds, 3)})
+        if protocol.metrics.consistency is not None:
+            consistency.append(_consistency(name, given, truth, gen[0], protocol, device, notes))
+    if not per_object_run:
+        raise EvaluationError("no object could be evaluated; skipped: "
+                              + "; ".join(x["reason"] for x in skipped_objects[:3]))
+    if skipped_objects:
+        notes.append(f"{len(skipped_objects)} object(s) skipped for missing views (listed in metrics.json)")
+
+    log(f"scoring {sum(p['targets'] for p in per_object_run) * k_samples} generated view(s)")
+    scorer = Scorer(protocol.metrics, device)
+    per_sample = []
+    for k in range(k_samples):
+        pred = out / "pred" / (f"sample-{k:02d}" if k_samples > 1 else "")
+        per_sample.append(evaluate_folders(pred, out / "gt", settings=protocol.metrics, background=protocol.background,
+                                           baseline=baseline, scorer=scorer, device=device, progress=progress))
+    if k_samples == 1:
+        result = per_sample[0]
+    else:
+        result = combine_samples(per_sample, out / "pred", out / "gt", protocol.metrics.average)
+    result["notes"] = notes + result["notes"]
+    extra: dict[str, Any] = {"run": {
+        "checkpoint": str(folder), "method": method.name,
+        "data": str(data) if data is not None else protocol.dataset.spec,
+        "device": device, "sampler": sampler, "steps": n_steps, "guidance": guidance, "strategy": strategy_name,
+        "order": s.order, "autoregressive": s.autoregressive, "samples_per_target": k_samples, "seeds": seeds,
+        "overrides": overrides, "objects": per_object_run, "skipped_objects": skipped_objects, "nfe": nfe,
+        "seconds_sampling": round(t_sampling, 3), "seconds_total": round(time.perf_counter() - t_start, 3)}}
+    scored = [c for c in consistency if c is not None]
+    if scored:
+        mean = {m: sum(c[m] for c in scored) / len(scored) for m in ("psnr", "ssim", "ceiling_psnr", "ceiling_ssim")}
+        extra["consistency"] = {"settings": dict(vars(protocol.metrics.consistency)),
+                                "views": "the input view(s) and the generated targets (sample 0) of each object",
+                                "mean": {"psnr": mean["psnr"], "ssim": mean["ssim"]},
+                                "ceiling": {"psnr": mean["ceiling_psnr"], "ssim": mean["ceiling_ssim"]},
+                                "per_object": scored}
+    files = write_report(out, result, settings=protocol.metrics, mode="checkpoint", protocol=protocol,
+                         background=protocol.background, extra=extra)
+    return {"result": result, "files": ["pred/", "gt/", "inputs/"] + files, "extra": extra}
