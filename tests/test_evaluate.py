@@ -407,3 +407,14 @@ def test_checkpoint_mode_on_a_dataset_folder(ckpt, tmp_path, capsys, monkeypatch
     assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(tmp_path / "nan"),
                  "--data", str(tmp_path / "srn"), "--objects", "1"]) == 2
     assert "NaN or infinite values for object 'car1', target view(s) [3]" in capsys.readouterr().err
+
+
+def test_checkpoint_mode_with_the_interpolated_strategy(ckpt, tmp_path, capsys):
+    proto = write_protocol(tmp_path / "interp.json", objects=1, metrics={"names": ["psnr"]},
+                           sampling={"strategy": "interpolated", "steps": 1, "order": "alternating"})
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(out)]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["run"]["strategy"] == "interpolated" and doc["result"]["images"] == 2
+    with pytest.raises(ProtocolError, match="strategy"):
+        protocol_from_dict({**BASE, "sampling": {"strategy": "bogus"}})
