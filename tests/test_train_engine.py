@@ -73,6 +73,36 @@ def test_resume_continues_the_same_run(tmp_path, toy):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-6) and x["grad_norm"] == pytest.approx(y["grad_norm"])
 
 
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, toy):
+    import os
+    import signal
+
+    cfg = {"duration": 5, "batch": 4, "micro_batch": 2, "ckpt_every": 4, "keep_checkpoints": 0}
+    mk = {"noise": 0.3}
+    _, whole = train(tmp_path / "whole", method_kw=mk, **cfg)
+
+    def interrupt(step, values):
+        if step == 3:  # a real SIGINT, as Ctrl-C sends it, in the middle of the run
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    trainer = Trainer(make_toy(0, **mk), toy_scenes(), fast_config(**cfg), tmp_path / "split",
+                      on_step_end=interrupt, log=lambda s: None)
+    stopped = trainer.fit()
+    assert stopped.stopped and stopped.step == 3 and stopped.checkpoint.name == "step-000003"
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is removed again
+    _, resumed = train(tmp_path / "split", seed=123, method_kw=mk, **cfg)
+    assert resumed.resumed_from == 3 and resumed.step == 5 and not resumed.stopped
+    a, b = read_stats(tmp_path / "whole"), read_stats(tmp_path / "split")
+    for key in ("loss", "grad_norm", "lr"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    # request_stop() (e.g. from a notebook) does the same
+    t2 = Trainer(make_toy(0, **mk), toy_scenes(), fast_config(**cfg), tmp_path / "api",
+                 on_step_end=lambda step, v: t2.request_stop() if step == 1 else None, log=lambda s: None)
+    r2 = t2.fit()
+    assert r2.stopped and r2.step == 1 and r2.checkpoint.name == "step-000001"
+
+
 def test_resume_refuses_another_config_but_accepts_a_longer_run(tmp_path, toy):
     train(tmp_path / "r", duration=2)
     with pytest.raises(ResumeError, match=r"train\.lr: 0\.01 -> 0\.02"):

@@ -18,7 +18,8 @@ One optimizer step (global batch ``B`` = ``W`` processes x ``A`` micro-steps x `
 4. AdamW steps with the scheduled learning rate; the EMA (rank 0) is updated.
 
 Progress is counted in images (``kimg``); logs, preview grids and checkpoints are written by rank 0
-at their intervals and at the end. See ``docs/training.md``.
+at their intervals and at the end. Ctrl-C or SIGTERM (or :meth:`Trainer.request_stop`) stops the
+run after the current step with a checkpoint (:mod:`vantage.train.stop`). See ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from vantage.train.distributed import DistContext
 from vantage.train.ema import EMA
 from vantage.train.logging import IntervalStats, RunLogger, peak_memory_mb, save_sample_grid, truncate_stats
 from vantage.train.schedule import lr_at
+from vantage.train.stop import StopRequest
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "ResumeError"]
 
@@ -76,6 +78,7 @@ class TrainResult:
     resumed_from: int | None
     checkpoint: Path | None
     last: dict = field(default_factory=dict)
+    stopped: bool = False  # stopped early on request (Ctrl-C, SIGTERM, request_stop)
 
 
 class _LossModule(nn.Module):
@@ -122,6 +125,7 @@ class Trainer:
         self._log = log or print
         self.on_step_end = on_step_end
         self._bar = None
+        self._stop: StopRequest | None = None
         self._preview_batch: PairBatch | None = None
         self._can_preview = True
 
@@ -272,7 +276,10 @@ class Trainer:
         ckpt_path = None
         t_last = time.perf_counter()
         A, bf16 = plan.accumulation, cfg.precision == "bf16"
+        self._stop = stop = StopRequest(self.say)
+        stopped_at = None
         try:
+            stop.__enter__()
             for step in range(start, plan.total_steps):
                 lr = lr_at(cfg, plan, step)
                 for group in opt.param_groups:
@@ -294,10 +301,12 @@ class Trainer:
                     vals = torch.stack([_scalar(out.get(k), device) for k in keys])
                     sums = vals if sums is None else sums + vals
                 grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip or float("inf"))
-                reduced = ctx.all_reduce_sum(torch.cat([sums, grad_norm.detach().to(device).double().reshape(1)]))
-                reduced = reduced.cpu()  # one device sync per step
-                means = (reduced[:-1] / (ctx.world_size * A)).tolist()
-                gnorm = float(reduced[-1]) / ctx.world_size
+                flag = torch.tensor([float(stop.requested)], dtype=torch.float64, device=device)
+                reduced = ctx.all_reduce_sum(torch.cat([sums, grad_norm.detach().to(device).double().reshape(1), flag]))
+                reduced = reduced.cpu()  # one device sync per step; the stop flag rides along
+                means = (reduced[:-2] / (ctx.world_size * A)).tolist()
+                gnorm = float(reduced[-2]) / ctx.world_size
+                stopping = float(reduced[-1]) > 0
                 done = step + 1
                 interval.steps += 1
                 if not (math.isfinite(means[0]) and math.isfinite(gnorm)):
@@ -338,14 +347,33 @@ class Trainer:
                 t_last = time.perf_counter()  # writing files does not count as training time
                 if self.on_step_end is not None:
                     self.on_step_end(done, last)
+                stopping = stopping or (not ctx.distributed and stop.requested)  # DDP: the flag of the all-reduce
+                if stopping and done < plan.total_steps:
+                    if not plan.due(plan.ckpt_every, done):
+                        if ctx.is_main:
+                            ckpt_path = self._save(done, opt, ema, elapsed, interval, bad_total, bad_run)
+                        ctx.barrier()
+                    stopped_at = done
+                    break
         finally:
+            stop.__exit__()
             self._bar.close()
             self._bar = None
             if logger is not None:
                 logger.close()
+        if stopped_at is not None:
+            self.say(f"stopped on request at step {stopped_at} ({stopped_at * plan.batch / 1000:g} kimg); checkpoint "
+                     f"{ckpt_path}; run the same command again to resume")
+            return TrainResult(self.run_dir, stopped_at, stopped_at * plan.batch, resumed_from, ckpt_path, last,
+                               stopped=True)
         self.say(f"done: step {plan.total_steps}, {plan.total_steps * plan.batch / 1000:g} kimg, "
                  f"checkpoint {ckpt_path}")
         return TrainResult(self.run_dir, plan.total_steps, plan.total_steps * plan.batch, resumed_from, ckpt_path, last)
+
+    def request_stop(self) -> None:
+        """Stop after the current step with a checkpoint, as Ctrl-C does (e.g. from ``on_step_end``)."""
+        if getattr(self, "_stop", None) is not None:
+            self._stop.request()
 
     # ------------------------------------------------------------------ helpers
     def _record(self, done: int, lr: float, interval: IntervalStats, elapsed: float, bad_total: int) -> dict[str, Any]:
