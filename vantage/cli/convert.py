@@ -1,6 +1,7 @@
 """``vantage convert``: released weights of a seed method -> a vantage checkpoint run folder.
 
     vantage convert viewfusion PATH --out RUN_DIR [--preset viewfusion-nmr64] [--set FIELD=VALUE ...]
+    vantage convert vivid STATE_DICT --out RUN_DIR [--preset vivid-re10k64] [--set FIELD=VALUE ...]
                    [--overwrite]
 
 ``PATH`` is a ``.pt``/``.pth`` file (read with ``torch.load(weights_only=True)``: a state dict, the
@@ -36,11 +37,13 @@ examples:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", formatter_class=HelpFormatter, epilog=EPILOG, description=__doc__,
                        help="turn released weights of a seed method into a vantage checkpoint")
-    p.add_argument("method", choices=["viewfusion"], help="whose weights: viewfusion (Spiegl et al. 2024)")
+    p.add_argument("method", choices=["viewfusion", "vivid"],
+                   help="whose weights: viewfusion (Spiegl et al. 2024) or vivid (Elata et al. 2024; a state dict, "
+                        "see docs/vivid.md)")
     p.add_argument("path", type=Path, help="weights file: .pt / .pth (torch.load, weights_only) or .safetensors")
     p.add_argument("--out", required=True, type=Path, help="run folder to write (new or empty)")
     p.add_argument("--preset", default=None, help="preset giving what the weights cannot tell "
-                                                  "(default: viewfusion-nmr64, the released model's)")
+                                                  "(default: viewfusion-nmr64 / vivid-re10k64, the released models')")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
                    help="a config field of the method (JSON or plain text), e.g. resolution=32, norm_groups=8")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
@@ -131,5 +134,10 @@ def convert_viewfusion(path: Path, out: Path, *, preset: str | None = None, over
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if args.method == "vivid":
+        from vantage.methods.vivid_convert import convert_vivid
+
+        convert_vivid(args.path, args.out, preset=args.preset, overrides=args.overrides, overwrite=args.overwrite)
+        return 0
     convert_viewfusion(args.path, args.out, preset=args.preset, overrides=args.overrides, overwrite=args.overwrite)
     return 0

@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "3dim": "vantage.methods.threedim:ThreeDiM",
     "viewfusion": "vantage.methods.viewfusion:ViewFusion",
     "relpose": "vantage.methods.relpose:RelPose",
+    "vivid": "vantage.methods.vivid:VIVID",
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {}

@@ -1,0 +1,225 @@
+"""Reference VIVID weights -> a :class:`~vantage.methods.vivid.VIVID` checkpoint (``vantage convert vivid``).
+
+The authors' network (apple/ml-vivid, ``NVPrecond`` in ``training/models.py``) has the parameters
+``encoder.*`` (the source-view UNet; absent in the unconditional guide), ``unet.*`` (the denoiser),
+``logvar_fourier.{freqs,phases}`` and ``logvar_linear.weight``. Our modules are built to the same structure
+and block names (EDM2's Fig. 21), so the map is a prefix change:
+
+* ``encoder.K`` -> ``net.encoder.K``, ``unet.K`` -> ``net.unet.K``;
+* ``logvar_fourier.freqs``/``.phases`` -> ``logvar.freqs``/``.phases``, ``logvar_linear.weight`` -> ``logvar.weight``.
+
+The structure (resolution, widths, blocks, attention levels, ``extra_attn``, embedding sizes, conditional or
+not) is read from the tensor names and shapes (:func:`infer_vivid_fields`); the attention head width
+cannot be and comes from the preset (64 for the released models) or ``--set channels_per_head=N``. The
+camera statistics default to the RealEstate10K ones rescaled to the weights' resolution
+(:func:`~vantage.methods.vivid_camera.reference_camera_statistics`). Not supported (a clear error): the
+super-resolution model, epipolar attention bias, depth inputs and warped depth coordinates.
+
+**Getting a state dict from the released pickles.** The released ``vivid-base.pkl`` / ``vivid-uncond.pkl``
+are Python pickles of the reference classes; vantage never unpickles files. With the authors' code on the
+path, on a machine where you trust the file, save the network's tensors once::
+
+    python -c "import pickle; from safetensors.torch import save_file; \\
+    d = pickle.load(open('vivid-base.pkl', 'rb')); net = d.get('ema', d.get('net')); \\
+    save_file({k: v.float().contiguous() for k, v in net.state_dict().items()}, 'vivid-base.safetensors')"
+
+then ``vantage convert vivid vivid-base.safetensors --out runs/vivid-base`` (and the guide likewise, then
+``--set guide_checkpoint=runs/vivid-uncond`` on the main model). Checked against the reference's outputs in
+``tests/test_vivid.py`` (fixtures ``vivid_precond`` and ``vivid_precond_extra``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from torch import Tensor
+
+from vantage.state_dicts import state_dict_mismatch
+
+__all__ = ["ReferenceKeyError", "unwrap_reference_state", "reference_key", "infer_vivid_fields", "map_reference_state",
+           "convert_vivid"]
+
+_PREFIXES = ("module.", "state.", "ema.", "net.")
+_LOGVAR = {"logvar_fourier.freqs": "logvar.freqs", "logvar_fourier.phases": "logvar.phases",
+           "logvar_linear.weight": "logvar.weight"}
+
+
+class ReferenceKeyError(ValueError):
+    """Reference weights that do not fit VIVID (names the keys)."""
+
+
+def unwrap_reference_state(obj: object, where: str = "state dict") -> tuple[dict[str, Tensor], list[str]]:
+    """``(state, ignored_keys)``: the network's tensors from a state dict (or ``{"ema"|"net"|"model"|
+    "state_dict": state}``), with ``module.``/``state.``/``ema.``/``net.`` prefixes stripped."""
+    if isinstance(obj, Mapping):
+        for wrapper in ("ema", "net", "model", "state_dict"):
+            inner = obj.get(wrapper)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ReferenceKeyError(f"{where}: expected a state dict (parameter names -> tensors), "
+                                f"got {type(obj).__name__}")
+    state, ignored = {}, []
+    for key, value in obj.items():
+        if not isinstance(value, Tensor):
+            ignored.append(str(key))
+            continue
+        k = str(key)
+        while k.startswith(_PREFIXES):
+            k = k.split(".", 1)[1]
+        state[k] = value
+    return state, ignored
+
+
+def reference_key(key: str) -> str:
+    """A reference key -> ours (see the module docstring)."""
+    if key in _LOGVAR:
+        return _LOGVAR[key]
+    if key.startswith(("encoder.", "unet.")):
+        return "net." + key
+    return key
+
+
+def _need(state: Mapping[str, Tensor], key: str, where: str) -> Tensor:
+    if key not in state:
+        raise ReferenceKeyError(f"{where}: key '{key}' is missing; is this a VIVID (NVPrecond) state dict? "
+                                f"(first keys: {sorted(state)[:6]})")
+    return state[key]
+
+
+def infer_vivid_fields(state: Mapping[str, Tensor], where: str = "state dict") -> dict:
+    """:class:`~vantage.methods.vivid.VIVIDConfig` fields the reference tensors determine."""
+    if any("epipolar_mixing" in k for k in state):
+        raise ReferenceKeyError(f"{where}: holds an epipolar attention bias (epipolar_mixing), which vantage's VIVID "
+                                f"does not implement yet")
+    conv = [m for k in state if (m := re.fullmatch(r"unet\.enc\.(\d+)x\1_conv\.weight", k))]
+    if len(conv) != 1:
+        raise ReferenceKeyError(f"{where}: no single 'unet.enc.<R>x<R>_conv.weight'; is this a VIVID state dict? "
+                                f"(first keys: {sorted(state)[:6]})")
+    res = int(conv[0][1])
+    cin = int(state[conv[0][0]].shape[1]) - 1
+    if cin != 3:
+        raise ReferenceKeyError(f"{where}: the denoiser takes {cin} input channels; only the 64x64 base model (3: "
+                                f"the noisy image) is supported, not the super-resolution model or depth inputs")
+    enc_cin = state.get(f"encoder.enc.{res}x{res}_conv.weight")
+    if enc_cin is not None and int(enc_cin.shape[1]) != 4:
+        raise ReferenceKeyError(f"{where}: the encoder takes {int(enc_cin.shape[1]) - 1} channels; depth inputs are "
+                                f"not supported (3: the source image)")
+    enc_blocks = sorted({m[1] for k in state if (m := re.match(r"unet\.enc\.(\d+x\d+_\w+?)\.", k))})
+    sides = sorted({int(n.split("x")[0]) for n in enc_blocks}, reverse=True)
+    widths = [int(_need(state, f"unet.enc.{s}x{s}_block0.conv_res1.weight", where).shape[0]) for s in sides]
+    if [res >> i for i in range(len(sides))] != sides:
+        raise ReferenceKeyError(f"{where}: encoder levels {sides} are not {res}, {res // 2}, ...")
+    mc = math.gcd(*widths)
+    num_blocks = sum(1 for n in enc_blocks if re.fullmatch(rf"{res}x{res}_block\d+", n))
+
+    def has_attn(path: str, name: str) -> bool:
+        return f"unet.{path}.{name}.attn_qkv.weight" in state
+
+    attn, extra = [], set()
+    for level, s in enumerate(sides):
+        enc = [has_attn("enc", f"{s}x{s}_block{i}") for i in range(num_blocks)]
+        dec = [has_attn("dec", f"{s}x{s}_block{i}") for i in range(num_blocks + 1)]
+        if all(enc) and all(dec):
+            attn.append(s)
+        elif level != 0:
+            extra |= {i for i, a in enumerate(enc) if a} | {num_blocks - i for i, a in enumerate(dec) if a}
+    if len(extra) > 1:
+        raise ReferenceKeyError(f"{where}: attention at irregular blocks (extra_attn would be {sorted(extra)})")
+    cnoise = int(_need(state, "unet.emb_fourier.freqs", where).numel())
+    cemb = int(_need(state, "unet.emb_noise.weight", where).shape[0])
+    label = state.get("unet.emb_label.weight")
+    if label is None or int(label.shape[1]) != 20:
+        raise ReferenceKeyError(f"{where}: expected the 20-D camera label (unet.emb_label.weight of shape (E, 20)), "
+                                f"got {None if label is None else tuple(label.shape)}")
+    for c, what in ((cnoise, "noise features"), (cemb, "embedding")):
+        if c % mc:
+            raise ReferenceKeyError(f"{where}: {what} width {c} is not a multiple of the base width {mc}")
+    return {"resolution": res, "model_channels": mc, "channel_mult": tuple(w // mc for w in widths),
+            "channel_mult_noise": None if cnoise == widths[0] else cnoise // mc,
+            "channel_mult_emb": None if cemb == max(widths) else cemb // mc, "num_blocks": num_blocks,
+            "attn_resolutions": tuple(attn), "extra_attn": next(iter(extra)) if extra else None,
+            "logvar_channels": int(_need(state, "logvar_fourier.freqs", where).numel()),
+            "conditional": any(k.startswith("encoder.") for k in state), "camera": "vector"}
+
+
+def map_reference_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor],
+                        where: str = "state dict") -> dict[str, Tensor]:
+    """Reference keys renamed (:func:`reference_key`) and checked against ``expected`` (the method's
+    ``state_dict()``); :class:`ReferenceKeyError` names every missing, unexpected or mis-shaped key."""
+    mapped = {reference_key(k): v for k, v in state.items()}
+    origin = {reference_key(k): k for k in state}
+    problems = state_dict_mismatch(expected, mapped, name=lambda k: f"{origin[k]} (-> {k})", limit=12)
+    if problems:
+        raise ReferenceKeyError(f"{where}: the weights do not fit the VIVID network ({problems})")
+    return {k: mapped[k].float() for k in expected}
+
+
+def convert_vivid(path: Path, out: Path, *, preset: str | None = None, overrides: list[str] | None = None,
+                  overwrite: bool = False, log=print) -> Path:
+    """Convert reference VIVID weights at ``path`` into the run folder ``out``; returns the checkpoint folder."""
+    import vantage.methods as vm
+    from vantage import __version__
+    from vantage.cli.convert import read_weights
+    from vantage.cli.main import UserError
+    from vantage.methods.vivid_camera import reference_camera_statistics
+    from vantage.outputs import OutputExistsError
+    from vantage.train.checkpoint import RUN_FORMAT, atomic_write_json, find_checkpoint, save_checkpoint
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
+    state, ignored = unwrap_reference_state(read_weights(path), str(path))
+    try:
+        inferred = infer_vivid_fields(state, str(path))
+    except ReferenceKeyError as e:
+        raise UserError(str(e)) from None
+    preset = preset or ("vivid-re10k64" if inferred["conditional"] else "vivid-uncond")
+    presets = vm.all_presets()
+    if preset not in presets or presets[preset][0] != "vivid":
+        known = [p for p, v in presets.items() if v[0] == "vivid"]
+        raise UserError(f"--preset {preset} is not a vivid preset; choose one of {', '.join(known)}")
+    cls = vm.method_class("vivid")
+    try:
+        explicit = vm.parse_overrides(overrides or [], cls.config_class)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    values = dict(presets[preset][1])
+    for key, value in inferred.items():
+        if key in explicit and explicit[key] != value:
+            raise UserError(f"--set {key}={explicit[key]!r} contradicts the weights in {path}, "
+                            f"which have {key}={value!r}")
+        if key in values and values[key] != value:
+            log(f"note: the weights have {key}={value!r} (preset {preset}: {values[key]!r}); using the weights'")
+    values.update(inferred)
+    if "camera_mean" not in explicit and "camera_std" not in explicit:
+        values["camera_mean"], values["camera_std"] = reference_camera_statistics(inferred["resolution"])
+    values.update(explicit)
+    try:
+        method = vm.build_method("vivid", values)
+        method.load_state_dict(map_reference_state(state, method.state_dict(), where=str(path)))
+    except ReferenceKeyError as e:
+        raise UserError(f"{e} (is channels_per_head right? the shapes cannot tell it; --set channels_per_head=N)"
+                        ) from None
+    except ValueError as e:
+        raise UserError(f"cannot build a VIVID model for {path}: {e}") from None
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    run_cfg = {"format": RUN_FORMAT, "vantage_version": __version__, **method.to_json(), "preset": preset,
+               "converted_from": {"path": str(path), "sha256": sha, "ignored_keys": ignored}}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", run_cfg)
+    ckpt = save_checkpoint(out, 0, config={**run_cfg, "step": 0, "images": 0}, weights=method.state_dict(),
+                           training_state={"step": 0, "converted": True})
+    if find_checkpoint(out) != ckpt:
+        raise UserError(f"{out} holds newer checkpoints than the converted one ({find_checkpoint(out)}); "
+                        f"use an empty --out")
+    c = method.config
+    n = sum(p.numel() for p in method.parameters())
+    log(f"converted {path} -> {ckpt} ({n:,} parameters, {c.resolution}x{c.resolution}, "
+        f"{'conditional' if c.conditional else 'unconditional guide'}, channels_per_head={c.channels_per_head})")
+    return ckpt
