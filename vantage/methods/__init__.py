@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "3dim": "vantage.methods.threedim:ThreeDiM",
     "viewfusion": "vantage.methods.viewfusion:ViewFusion",
     "relpose": "vantage.methods.relpose:RelPose",
+    "genvs": "vantage.methods.genvs:GeNVS",
     "vivid": "vantage.methods.vivid:VIVID",
 }
 

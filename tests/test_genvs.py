@@ -1,0 +1,371 @@
+"""GeNVS: frustum projection, volume rendering, pooling, the RGB loss pairing, EDM preconditioning, the
+conditioning cache, training, checkpoints and `vantage sample`, and the errors a user can make."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vantage.cameras import Cameras, orbit_cameras
+from vantage.data.pairs import PairDataset, collate_pairs
+from vantage.data.testing import ToyDataset
+from vantage.data.views import ViewSet
+from vantage.diffusion.samplers import get_sampler
+from vantage.diffusion.schedules import sample_lognormal_sigma
+from vantage.methods import all_presets, build_method, method_from_json
+from vantage.methods.base import ViewCond, config_from_dict
+from vantage.methods.genvs import GeNVS, GeNVSConfig
+from vantage.nn.frustum import FrustumVolumes, depth_planes, sample_volumes
+from vantage.nn.unet import count_parameters
+from vantage.nn.volume_render import render_image
+from vantage.sampling import autoregressive_orbit
+from vantage.sampling.strategies import STRATEGIES, ViewSetCond, make_strategy
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+#: about 0.1M parameters; a training step takes a few tens of ms on a CPU
+TINY = dict(resolution=16, encoder_ch=8, encoder_ch_mult=(1, 2), volume_channels=4, volume_depth=8,
+            volume_resolution=8, mlp_hidden=16, feature_channels=6, samples_stratified=6, samples_importance=6,
+            render_resolution=8, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_heads=2,
+            norm_groups=4, default_sampler="euler", default_steps=2, preview_steps=2, preview_count=2)
+
+
+def tiny(**over) -> GeNVS:
+    torch.manual_seed(0)
+    return build_method("genvs", {**TINY, **over})
+
+
+def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
+    """Perturb every parameter (the UNet's zero-initialised output conv would make F = 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def batch(n: int = 2, seed: int = 0, res: int = 16, model: GeNVS | None = None):
+    ds = ToyDataset(num_scenes=n, num_views=6, resolution=res, seed=seed)
+    pairs = PairDataset(ds, (model or tiny()).pair_sampler(), seed=seed)
+    return collate_pairs([pairs[i] for i in range(n)])
+
+
+def view_set(images: torch.Tensor, cams: Cameras, valid: torch.Tensor) -> ViewSet:
+    return ViewSet(images=images, cameras=cams, valid=valid, view_ids=torch.zeros_like(valid, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------- config
+def test_presets_and_config():
+    presets = all_presets()
+    for name in ("genvs-shapes32", "genvs-shapes64", "genvs-srn128"):
+        assert presets[name][0] == "genvs" and presets[name][2]
+    with torch.device("meta"):
+        small = build_method("genvs-shapes32")
+    assert 2.0e6 < count_parameters(small) < 2.6e6  # comparable to 3dim-shapes32 (2.4M)
+    srn = config_from_dict(GeNVSConfig, presets["genvs-srn128"][1])
+    assert (srn.resolution, srn.volume_channels, srn.volume_depth, srn.samples_stratified,
+            srn.samples_importance, srn.sigma_data, srn.cond_dropout) == (128, 16, 64, 64, 64, 0.5, 0.1)
+    m = tiny()
+    assert isinstance(method_from_json(m.to_json()), GeNVS) and method_from_json(m.to_json()).config == m.config
+    assert (m.pair_sampler().min_cond, m.pair_sampler().max_cond) == (1, 2)
+    assert "genvs-pooled" in STRATEGIES
+    with pytest.raises(ValueError, match="near < far"):
+        GeNVSConfig(near=3.0, far=2.0)
+    with pytest.raises(ValueError, match="near < far"):
+        GeNVSConfig(near=0.0)
+    with pytest.raises(ValueError, match="depth_spacing"):
+        GeNVSConfig(depth_spacing="log")
+    with pytest.raises(ValueError, match="background"):
+        GeNVSConfig(background=(2.0, 1.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------- geometry
+@pytest.mark.parametrize("spacing", ["linear", "disparity"])
+def test_a_known_point_lands_in_its_frustum_cell(spacing):
+    cams = orbit_cameras(2, resolution=16)  # 16x16 images, volume on an 8x8 grid (2x2 pixels per cell)
+    D, h = 6, 8
+    vol = torch.zeros(2, 1, D, h, h)
+    k, i, j = 4, 2, 5
+    vol[0, 0, k, i, j] = 1.0
+    vols = FrustumVolumes.from_cameras(vol, cams, torch.tensor([0, 1]), 2, 1.5, 3.5, spacing)
+    z = depth_planes(1.5, 3.5, D, spacing)
+    assert torch.all(z[1:] > z[:-1]) and 1.5 < z[0] and z[-1] < 3.5
+
+    def world(row: int, u: float, v: float, depth: float) -> torch.Tensor:  # pixel (u, v) at camera-z depth
+        p_cam = torch.linalg.inv(cams.K[row]) @ torch.tensor([u, v, 1.0]) * depth
+        return cams.R[row] @ p_cam + cams.centers[row]
+
+    u, v = (j + 0.5) * 16 / h, (i + 0.5) * 16 / h  # centre of cell (i, j) in image pixels
+    pts = torch.stack([world(0, u, v, float(z[k])),  # the cell's centre
+                       world(0, u + 2.0, v, float(z[k])),  # one cell to the right
+                       world(0, u, v, float(z[k - 1])),  # one plane nearer
+                       cams.centers[0] - 1.0 * cams.forward[0]])  # behind the camera
+    uv, depth = cams[0].project(pts[:1])
+    assert torch.allclose(uv[0], torch.tensor([u, v]), atol=1e-4) and abs(float(depth[0]) - float(z[k])) < 1e-4
+    feats, inside = sample_volumes(vols, torch.stack([pts, pts]))
+    assert feats.shape == (2, 4, 1) and inside.shape == (2, 4)
+    assert torch.allclose(feats[0, :, 0], torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-5)
+    assert inside[0].tolist() == [True, True, True, False]
+    assert feats[1].abs().max() < 1e-6  # the other view's volume is empty
+
+
+def test_constant_density_renders_the_analytic_opacity():
+    cams = orbit_cameras(3, resolution=12)
+    sigma0, near, far = 0.7, 1.5, 3.5
+    feat, bg = torch.tensor([0.2, -0.4, 0.9, 2.0]), torch.tensor([1.0, 1.0, 1.0, 0.0])
+
+    def field(pts):
+        return torch.full(pts.shape[:2], sigma0), feat.expand(*pts.shape[:2], 4)
+
+    g = torch.Generator().manual_seed(0)
+    out = render_image(field, cams, near=near, far=far, n_coarse=7, n_fine=5, background=bg, chunk=50, generator=g)
+    d_cam = torch.einsum("bij,hwj->bhwi", torch.linalg.inv(cams.K),
+                         torch.cat([cams.pixel_grid(), torch.ones(12, 12, 1)], -1))
+    expected = 1 - torch.exp(-sigma0 * (far - near) * d_cam.norm(dim=-1))  # ∫ over [near, far] in camera z
+    assert out["opacity"].shape == (3, 1, 12, 12)
+    assert torch.allclose(out["opacity"][:, 0], expected, atol=1e-5)
+    a = out["opacity"]
+    assert torch.allclose(out["features"], feat[None, :, None, None] * a + bg[None, :, None, None] * (1 - a), atol=1e-5)
+    assert ((out["depth"] > near) & (out["depth"] < far)).all()
+    # through the model's field: a decoder with a constant density, target camera = input camera
+    m = tiny()
+    last = m.field.mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[0] = math.log(math.expm1(sigma0))  # softplus⁻¹(σ0)
+    cams = orbit_cameras(2, resolution=16)
+    views = view_set(torch.zeros(2, 1, 3, 16, 16), cams.reshape(2, 1), torch.ones(2, 1, dtype=torch.bool))
+    r = m.render(views, cams)
+    px = cams.resize(8, 8)
+    d_cam = torch.einsum("bij,hwj->bhwi", torch.linalg.inv(px.K), torch.cat([px.pixel_grid(), torch.ones(8, 8, 1)], -1))
+    expected = 1 - torch.exp(-sigma0 * (m.config.far - m.config.near) * d_cam.norm(dim=-1))
+    assert torch.allclose(r["opacity"][:, 0], expected, atol=1e-5)
+    assert r["features"].shape == (2, 6, 16, 16) and r["rgb"].shape == (2, 3, 8, 8)
+
+
+def test_chunked_and_checkpointed_rendering_match_one_pass():
+    m = randomize(tiny())
+    b = batch(2, model=m)
+    base = m.render(b.cond, b.target.cameras[:, 0], generator=torch.Generator().manual_seed(0))
+    (base["features"].square().mean() + base["depth"].mean()).backward()
+    grads = [p.grad.clone() for p in m.encoder.parameters()]
+    m.zero_grad()
+    m.config.render_chunk, m.config.checkpoint_render = 7, True
+    again = m.render(b.cond, b.target.cameras[:, 0], generator=torch.Generator().manual_seed(0))
+    (again["features"].square().mean() + again["depth"].mean()).backward()
+    for key in ("features", "rgb", "opacity", "depth"):
+        assert torch.allclose(base[key], again[key], atol=1e-5), key
+    assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(grads, m.encoder.parameters()))
+
+
+def test_mean_pooling_ignores_padded_views():
+    m = randomize(tiny()).eval()
+    cams = orbit_cameras(6, resolution=16)
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 2, 3, 16, 16, generator=g) * 2 - 1
+    valid = torch.tensor([[True, False], [True, True]])
+    set_cams = Cameras(cams.c2w[[0, 2, 1, 3]].reshape(2, 2, 4, 4), cams.K[:4].reshape(2, 2, 3, 3), 16, 16)
+    target = cams[[4, 5]]
+    with torch.no_grad():
+        a = m.render(view_set(images, set_cams, valid), target)["features"]
+        junk = images.clone()
+        junk[0, 1] = torch.rand(3, 16, 16, generator=g)
+        c2w = set_cams.c2w.clone()
+        c2w[0, 1] = torch.eye(4)  # a padding slot's camera may be anything (collate uses the identity)
+        b = m.render(view_set(junk, Cameras(c2w, set_cams.K, 16, 16), valid), target)["features"]
+        alone = m.render(view_set(images[:1, :1], set_cams[:1, :1], valid[:1, :1]), target[:1])["features"]
+        one = m.render(view_set(images[1:, :1], set_cams[1:, :1], valid[1:, :1]), target[1:])["features"]
+    assert torch.equal(a, b)
+    assert torch.allclose(a[:1], alone, atol=1e-5)
+    assert not torch.allclose(a[1:], one, atol=1e-3)  # the second valid view changes the pooled field
+
+
+# ---------------------------------------------------------------------------------------- training
+def test_rgb_loss_pairs_each_render_with_its_own_target():
+    m = randomize(tiny())
+    b = batch(2)
+    first = m.loss(b, torch.Generator().manual_seed(3))
+    swapped = b.target.images.flip(0)
+    b.target.images = swapped
+    second = m.loss(b, torch.Generator().manual_seed(3))
+    assert float((first["rgb"] - second["rgb"]).abs()) > 1e-4  # all-pairs broadcasting would be symmetric
+    rgb, tgt = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    expected = (rgb - F.avg_pool2d(tgt, 2)).square().mean(dim=(1, 2, 3))
+    assert torch.allclose(m.rgb_loss(rgb, tgt), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="pairs renders"):
+        m.rgb_loss(rgb, tgt[:, None])  # (B, 1, 3, H, W): the re-implementation's broadcasting
+
+
+def test_edm_preconditioning_and_loss_weighting():
+    m = tiny()
+    den = m.single_view_denoiser()
+    seen = {}
+
+    def fake_net(x_in, c_noise, concat=None):
+        seen.update(x_in=x_in, c_noise=c_noise, concat=concat)
+        return torch.ones_like(x_in)
+
+    m.net.forward = fake_net
+    cams = orbit_cameras(4, resolution=16)
+    cond = ViewCond(torch.zeros(2, 3, 16, 16), cams[:2], cams[2:])
+    x, sigma = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 2.0])
+    out = den(x, sigma, cond)
+    c_skip = torch.tensor([0.5, 0.25 / 4.25])
+    c_out = torch.tensor([0.5 * 0.5 / math.sqrt(0.5), 2.0 * 0.5 / math.sqrt(4.25)])
+    c_in = torch.tensor([1 / math.sqrt(0.5), 1 / math.sqrt(4.25)])
+    assert torch.allclose(seen["c_noise"], torch.tensor([math.log(0.5) / 4, math.log(2.0) / 4]))
+    assert torch.allclose(seen["x_in"], x * c_in[:, None, None, None], atol=1e-6)
+    assert seen["concat"].shape == (2, 6, 16, 16)
+    assert torch.allclose(out, c_skip[:, None, None, None] * x + c_out[:, None, None, None], atol=1e-6)
+    # the loss: λ(σ) = (σ² + σ_d²)/(σ σ_d)² times the MSE; with F ≡ 0 the denoiser is c_skip·x
+    m = tiny(rgb_loss_weight=0.0)
+    b = batch(2, model=m)
+    g = torch.Generator().manual_seed(5)
+    got = m.loss(b, torch.Generator().manual_seed(5))
+    s = sample_lognormal_sigma(2, -1.2, 1.2, generator=g)
+    eps = torch.randn(2, 3, 16, 16, generator=g)
+    x0 = b.target.images[:, 0]
+    d = (0.25 / (s * s + 0.25))[:, None, None, None] * (x0 + s[:, None, None, None] * eps)
+    lam = (s * s + 0.25) / (s * 0.5) ** 2
+    assert torch.allclose(got["diffusion"], (lam * (d - x0).square().mean(dim=(1, 2, 3))).mean(), rtol=1e-5)
+    assert torch.allclose(got["loss"], got["diffusion"])
+
+
+def test_dropout_mask_is_fresh_each_step_and_zeroes_the_conditioning():
+    m = tiny(cond_dropout=0.1)
+    g = torch.Generator().manual_seed(0)
+    assert not torch.equal(m.dropout_mask(512, g), m.dropout_mask(512, g))
+    n = 20000
+    rate = float(m.dropout_mask(n, torch.Generator().manual_seed(1)).float().mean())
+    assert abs(rate - 0.1) < 5 * math.sqrt(0.1 * 0.9 / n)
+    seen = []
+    forward = m.net.forward
+    m.net.forward = lambda x, c, concat=None: (seen.append(concat), forward(x, c, concat=concat))[1]
+    m.config.cond_dropout = 0.5
+    out = m.loss(batch(8, model=m), torch.Generator().manual_seed(2))
+    dropped = seen[-1].flatten(1).abs().amax(1) == 0
+    assert float(out["cond_dropped"]) == float(dropped.float().mean()) and 0 < int(dropped.sum()) < 8
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    m = tiny()
+    b = batch(4, model=m)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        out = m.loss(b, torch.Generator().manual_seed(1))
+        assert torch.isfinite(out["loss"])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------------------- sampling
+def test_encoder_runs_once_per_sampling_loop():
+    m = randomize(tiny()).eval()
+    calls = []
+    m.encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    obj = ToyDataset(1, 8, 16).load(0)
+    cams = obj.cameras
+    views = view_set(obj.images[None, :2], cams[None, :2], torch.tensor([[True, True]]))
+    cond = ViewSetCond(views, cams[[4]])
+    sigmas = m.sampling_sigmas(4)
+    for name, guidance in (("single", None), ("stochastic", 2.0)):
+        calls.clear()
+        den = m.single_view_denoiser(guidance)
+        strat = make_strategy(name, den, generator=torch.Generator().manual_seed(0))
+        x = get_sampler("heun")(strat, torch.randn(1, 3, 16, 16) * float(sigmas[0]), sigmas, cond)
+        assert torch.isfinite(x).all() and strat.calls == 7
+        assert len(calls) == den.renders == (1 if name == "single" else 2)  # one per distinct view
+    calls.clear()
+    res = autoregressive_orbit(m, obj.select([0]), cams[[2, 3, 5]], strategy="genvs-pooled", steps=3, seed=0,
+                               sampler="heun", strategy_options={"max_views": 2})
+    assert res.images.shape == (1, 3, 3, 16, 16) and torch.isfinite(res.images).all()
+    assert calls == [1, 2, 2]  # one encoder run per generated view: the input, then input + latest
+    assert res.nfe == 3 * 5
+    strat = make_strategy("genvs-pooled", m.single_view_denoiser())
+    strat(torch.zeros(1, 3, 16, 16), torch.ones(1), cond)
+    assert strat.last_cond.views.valid.sum() == 2
+    assert m.render_conditioning(strat.last_cond)["rgb"].shape == (1, 3, 16, 16)
+
+
+def test_pooled_strategy_keeps_the_input_and_the_latest_view():
+    m = tiny()
+    strat = make_strategy("genvs-pooled", m.single_view_denoiser(), generator=torch.Generator().manual_seed(0),
+                          max_views=3)
+    valid = torch.tensor([[True] * 6, [True, True, False, False, False, False]])
+    idx = strat.select(valid)
+    assert idx.shape == (2, 3) and idx[0, 0] == 0 and idx[0, -1] == 5 and 0 < idx[0, 1] < 5
+    assert idx[1].tolist() == [0, 1, -1]
+    with pytest.raises(TypeError, match="GeNVS"):
+        make_strategy("genvs-pooled", lambda x, s, c: x)
+
+
+def test_render_conditioning_and_guidance():
+    m = randomize(tiny()).eval()
+    cams = orbit_cameras(4, resolution=16)
+    cond = ViewCond(torch.rand(2, 3, 16, 16) * 2 - 1, cams[:2], cams[2:])
+    r = m.render_conditioning(cond)
+    assert r["rgb"].shape == (2, 3, 16, 16) and r["depth"].shape == r["opacity"].shape == (2, 1, 16, 16)
+    assert r["rgb"].abs().max() <= 1 and (r["depth"][r["opacity"] >= 0.5] > 1.5).all()
+    x, s = torch.randn(2, 3, 16, 16), torch.tensor([1.0, 3.0])
+    with torch.no_grad():
+        d_c = m.single_view_denoiser()(x, s, cond)
+        d_u = m.single_view_denoiser()(x, s, ViewCond(cond.images, cond.source, cond.target,
+                                                      torch.ones(2, dtype=torch.bool)))
+        guided = m.single_view_denoiser(2.0)(x, s, cond)
+    assert torch.allclose(guided, d_u + 3.0 * (d_c - d_u), atol=1e-5)
+
+
+def test_checkpoint_round_trip_and_vantage_sample(tmp_path, capsys):
+    from vantage.cli.main import main
+    from vantage.train.checkpoint import load_checkpoint, save_checkpoint
+
+    m = randomize(tiny())
+    run = tmp_path / "run"
+    save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
+    back = load_checkpoint(run)
+    assert isinstance(back, GeNVS) and back.config == m.config
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
+    data = tmp_path / "obj"
+    assert main(["data", "render", "--out", str(data), "--objects", "1", "--views", "3", "--resolution", "16",
+                 "--split", "val"]) == 0
+    out = tmp_path / "sample"
+    assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "3", "--strategy", "single",
+                 "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["method"] == "genvs" and summary["strategy"] == "single" and summary["views"] == 3
+    assert "genvs" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------- errors
+def test_errors_name_what_is_wrong():
+    m = tiny()
+    cams = orbit_cameras(4, resolution=16)
+    views = view_set(torch.zeros(2, 1, 3, 16, 16), cams[:2].reshape(2, 1), torch.ones(2, 1, dtype=torch.bool))
+    den = m.single_view_denoiser()
+    x, s = torch.zeros(2, 3, 16, 16), torch.ones(2)
+    inside = Cameras(torch.eye(4).expand(2, 4, 4), cams.K[:2], 16, 16)  # identity pose: camera at the origin
+    with pytest.raises(ValueError, match="inside the near plane"):
+        den(x, s, ViewSetCond(views, inside))
+    with pytest.raises(ValueError, match="input camera 0 .* inside the near plane"):
+        den(x, s, ViewSetCond(view_set(views.images, inside.reshape(2, 1), views.valid), cams[2:]))
+    with pytest.raises(ValueError, match="posed input views"):
+        m.check_inputs(type("Unposed", (), {"images": views.images, "cameras": None})(), cams[2:])
+    with pytest.raises(TypeError, match="ViewCond or ViewSetCond"):
+        den(x, s, None)
+    big = orbit_cameras(4, resolution=32)
+    with pytest.raises(ValueError, match="16x16 images but the input views are 3x32x32"):
+        den(torch.zeros(2, 3, 32, 32), s, ViewCond(torch.zeros(2, 3, 32, 32), big[:2], big[2:]))
+    with pytest.raises(ValueError, match="configured for 3x16x16"):
+        m.loss(batch(2, res=8))
+    far = tiny(far=2.0)  # the scene centre (depth 2.5) lies beyond the far plane
+    with pytest.raises(ValueError, match="beyond the far plane"):
+        far.loss(batch(2, model=far))

@@ -1,0 +1,399 @@
+"""GeNVS: Chan et al. 2023, "Generative Novel View Synthesis with 3D-Aware Diffusion Models" (ICCV).
+
+Pipeline (tensor shapes for a batch of ``B`` samples with ``N`` input-view slots, ``valid (B, N)``):
+
+1. **Lift**: every valid input view ``(3, H, W)`` -> :class:`~vantage.nn.frustum.FrustumEncoder`
+   -> a pixel-aligned frustum volume ``(C, D, h, w)`` (``volume_channels`` x ``volume_depth`` planes between
+   ``near`` and ``far``, linear in depth or disparity, over an ``h = w = volume_resolution`` pixel grid),
+   packed as ``(R, C, D, h, w)`` for the ``R`` valid views (:class:`~vantage.nn.frustum.FrustumVolumes`).
+2. **Field**: a 3D point is projected into each input camera (OpenCV c2w, ``K`` in pixels), its volume is
+   sampled trilinearly, a small MLP decodes density + ``feature_channels`` features, mean-pooled over the
+   input views that see the point (:class:`~vantage.nn.frustum.FeatureField`).
+3. **Render**: at the target camera, ``samples_stratified`` + ``samples_importance`` samples per ray,
+   alpha compositing on a ``background`` (white for the synthetic data), at ``render_resolution`` and bilinearly
+   upsampled: a feature image ``(B, F, H, W)`` whose first 3 channels are an RGB render; also opacity and
+   depth (:mod:`vantage.nn.volume_render`).
+4. **Denoise**: the feature image is concatenated to the noisy target ``x = x0 + σε`` of an ADM-style
+   UNet ``F`` with EDM preconditioning (Karras et al. 2022, Table 1; σ_data = 0.5):
+   ``D(x; σ) = c_skip x + c_out F(c_in x; c_noise = ln σ / 4, features)``.
+5. **Train** end to end: ``ln σ ~ N(P_mean, P_std²)``, EDM loss ``λ(σ)‖D − x0‖²`` with
+   ``λ = 1/c_out²``, plus ``rgb_loss_weight`` × the MSE between each sample's RGB render and *its own* target
+   (at the render resolution; the public re-implementation broadcast a ``(B, 3, H, W)`` render against a
+   ``(B, 1, 3, H, W)`` target, pairing every render with every target). Conditioning dropout: with probability
+   ``cond_dropout`` a sample's feature image is replaced by zeros (a fresh mask per step from the step's
+   generator), which also enables classifier-free guidance.
+
+Sampling (:mod:`vantage.methods.genvs_sampling`): :meth:`GeNVS.single_view_denoiser` is
+``D(x, σ, ViewCond | ViewSetCond) -> x̂0``; it renders the conditioning once per view set and target and caches
+it, so a sampling loop encodes each set once. The ``"genvs-pooled"`` strategy conditions every step on the input,
+up to ``sample_max_views − 2`` random earlier generated views and the latest one (the paper's autoregressive
+sampling), each with its own volume, mean-pooled in the field. :meth:`GeNVS.render_conditioning`
+gives the RGB render and depth of the field at the target.
+
+Presets: ``genvs-shapes32`` (CPU-sized), ``genvs-shapes64`` and ``genvs-srn128`` (paper-like; see
+``docs/genvs.md`` for where we deviate from the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vantage.cameras import Cameras
+from vantage.data.pairs import PairBatch, PairSampler
+from vantage.data.views import ViewSet
+from vantage.diffusion.denoisers import EDMDenoiser
+from vantage.diffusion.losses import edm_loss, per_sample_mse
+from vantage.diffusion.noise import randn
+from vantage.diffusion.samplers import get_sampler
+from vantage.diffusion.schedules import karras_sigmas, sample_lognormal_sigma
+from vantage.methods import register_preset
+from vantage.methods.base import Method, MethodConfig, ViewCond
+from vantage.methods.genvs_sampling import GeNVSDenoiser, GeNVSPooled, as_view_set
+from vantage.nn.frustum import SPACINGS, FeatureField, FrustumEncoder, FrustumVolumes, scene_depth_check
+from vantage.nn.unet import UNet, UNetConfig
+from vantage.nn.volume_render import render_image, upsample
+
+__all__ = ["GeNVSConfig", "GeNVS", "GeNVSDenoiser", "GeNVSPooled", "unet_config"]
+
+
+@dataclass
+class GeNVSConfig(MethodConfig):
+    """Configuration of :class:`GeNVS` (flat, every field settable with ``--set field=value``).
+
+    Attributes:
+        resolution: square image side (inputs and targets), pixels.
+        encoder_ch, encoder_ch_mult, encoder_res_blocks, encoder_attn_resolutions: the 2D encoder UNet.
+        volume_channels: feature channels ``C`` per frustum cell (paper: 16).
+        volume_depth: depth planes ``D`` per frustum (paper: 64).
+        volume_resolution: side ``h = w`` of the frustum's pixel grid (None: ``resolution``).
+        near, far: camera-z range of the frustums and of rendering, world units. Defaults fit the synthetic
+            data (cameras at radius 2.5 looking at objects inside a ball of radius 0.8 at the origin).
+        depth_spacing: ``"linear"`` in depth or ``"disparity"`` (1/z) between near and far.
+        mlp_hidden, mlp_layers: the field's decoder MLP.
+        feature_channels: channels ``F`` of the rendered feature image (first 3: RGB; paper: 16).
+        samples_stratified, samples_importance: samples per ray (paper: 64 + 64).
+        render_resolution: render at this side and upsample bilinearly (None: ``resolution``).
+        render_chunk: at most this many rays per field evaluation (bounds memory).
+        checkpoint_render: recompute rendering chunks in the backward pass (training memory bounded too).
+        background: RGB in [-1, 1] behind the field (white: 1, 1, 1); the other feature channels get 0.
+        check_cameras: refuse cameras that do not see the world origin between near and far.
+        ch, ch_mult, num_res_blocks, attn_resolutions, num_heads, norm_groups, dropout: the denoiser UNet.
+        P_mean, P_std: training ``ln σ ~ N(P_mean, P_std²)`` (EDM: −1.2, 1.2).
+        sigma_min, sigma_max: σ range for sampling (Karras σ's, ρ = 7).
+        cond_dropout: probability of zeroing a sample's feature image in training (paper: 0.1).
+        rgb_loss_weight: weight of the auxiliary RGB render loss.
+        min_views, max_views: input views per training sample (uniform count).
+        sample_max_views: views the ``genvs-pooled`` strategy conditions on (input, earlier, latest).
+        cache_size: view sets (with their target) whose rendered conditioning a denoiser keeps.
+        default_sampler, default_steps, default_guidance, preview_*: sampling defaults.
+    """
+
+    resolution: int = 64
+    encoder_ch: int = 32
+    encoder_ch_mult: tuple[int, ...] = (1, 2, 2)
+    encoder_res_blocks: int = 1
+    encoder_attn_resolutions: tuple[int, ...] = ()
+    volume_channels: int = 16
+    volume_depth: int = 32
+    volume_resolution: int | None = None
+    near: float = 1.5
+    far: float = 3.5
+    depth_spacing: str = "linear"
+    mlp_hidden: int = 64
+    mlp_layers: int = 2
+    feature_channels: int = 16
+    samples_stratified: int = 32
+    samples_importance: int = 32
+    render_resolution: int | None = None
+    render_chunk: int = 8192
+    checkpoint_render: bool = False
+    background: tuple[float, ...] = (1.0, 1.0, 1.0)
+    check_cameras: bool = True
+    ch: int = 64
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    num_heads: int = 4
+    norm_groups: int = 8
+    dropout: float = 0.0
+    P_mean: float = -1.2
+    P_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    cond_dropout: float = 0.1
+    rgb_loss_weight: float = 1.0
+    min_views: int = 1
+    max_views: int = 2
+    sample_max_views: int = 4
+    cache_size: int = 8
+    default_sampler: str = "heun"
+    default_steps: int = 25
+    default_guidance: float = 0.0
+    preview_sampler: str = "dpmpp_2m"
+    preview_steps: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 < self.near < self.far:
+            raise ValueError(f"need 0 < near < far (camera-z distances), got near={self.near}, far={self.far}")
+        if self.depth_spacing not in SPACINGS:
+            raise ValueError(f"depth_spacing must be one of {SPACINGS}, got {self.depth_spacing!r}")
+        for name in ("encoder_ch_mult", "ch_mult"):
+            levels = len(getattr(self, name))
+            if self.resolution < 8 or self.resolution % 2 ** (levels - 1):
+                raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by 2^(len({name}) - 1) "
+                                 f"= {2 ** (levels - 1)}")
+        for name in ("volume_resolution", "render_resolution"):
+            v = getattr(self, name)
+            if v is not None and not 1 <= v <= self.resolution:
+                raise ValueError(f"{name} must be in [1, resolution={self.resolution}] or None, got {v}")
+        if self.feature_channels < 3:
+            raise ValueError(f"feature_channels must be >= 3 (the first three are RGB), got {self.feature_channels}")
+        if self.samples_stratified < 1 or self.samples_importance < 0 or self.render_chunk < 1:
+            raise ValueError("need samples_stratified >= 1, samples_importance >= 0 and render_chunk >= 1")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 1 <= self.min_views <= self.max_views:
+            raise ValueError(f"need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}")
+        if self.sample_max_views < 1 or self.cache_size < 1:
+            raise ValueError("sample_max_views and cache_size must be >= 1")
+        if len(self.background) != 3 or not all(-1.0 <= float(b) <= 1.0 for b in self.background):
+            raise ValueError(f"background must be 3 values in [-1, 1] (white: 1, 1, 1), got {self.background}")
+        if not 0 < self.sigma_min < self.sigma_max or not self.P_std > 0:
+            raise ValueError("need 0 < sigma_min < sigma_max and P_std > 0")
+        if min(self.default_steps, self.preview_steps, self.preview_count) < 1:
+            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
+        for name in ("encoder_ch_mult", "encoder_attn_resolutions", "ch_mult", "attn_resolutions"):
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        self.background = tuple(float(b) for b in self.background)
+
+
+def unet_config(config: GeNVSConfig) -> UNetConfig:
+    """The denoiser UNet: 3 noisy channels + ``feature_channels`` concatenated, σ embedded from ``ln σ / 4``."""
+    c = config
+    return UNetConfig(resolution=c.resolution, in_channels=3, out_channels=3, concat_channels=c.feature_channels,
+                      ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, attn_resolutions=c.attn_resolutions,
+                      mid_attention=True, num_heads=c.num_heads, norm_groups=c.norm_groups, dropout=c.dropout,
+                      emb_mode="film", block_emb_act=True, resample="conv", zero_init=True)
+
+
+def _unet_call(net: UNet, x_in: Tensor, c_noise: Tensor, features: Tensor) -> Tensor:
+    return net(x_in, c_noise.float(), concat=features)
+
+
+class GeNVS(Method):
+    """GeNVS (module docstring). ``encoder``: 2D -> frustum volumes; ``field``: decoder MLP; ``net``: the UNet."""
+
+    name = "genvs"
+    config_class = GeNVSConfig
+    uses_input_poses = True
+    supports_guidance = True
+
+    def __init__(self, config: GeNVSConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.encoder = FrustumEncoder(
+            resolution=c.resolution, channels=c.volume_channels, depth=c.volume_depth,
+            volume_resolution=c.volume_resolution or c.resolution, ch=c.encoder_ch, ch_mult=c.encoder_ch_mult,
+            num_res_blocks=c.encoder_res_blocks, attn_resolutions=c.encoder_attn_resolutions,
+            norm_groups=c.norm_groups, num_heads=c.num_heads)
+        self.field = FeatureField(c.volume_channels, c.feature_channels, c.mlp_hidden, c.mlp_layers)
+        self.net = UNet(unet_config(c))
+
+    # ------------------------------------------------------------------------------ conditioning
+    def background(self, device: torch.device | str | None = None) -> Tensor:
+        """``(F,)`` background feature: ``config.background`` RGB, then zeros."""
+        bg = torch.zeros(self.config.feature_channels, device=device)
+        bg[:3] = torch.tensor(self.config.background, device=device)
+        return bg
+
+    def check_inputs(self, views: Any, target: Any) -> None:
+        """Raise a one-line error for inputs GeNVS cannot use (module docstring for the expected shapes)."""
+        r = self.config.resolution
+        if not isinstance(views, ViewSet) or not isinstance(getattr(views, "cameras", None), Cameras):
+            raise ValueError("genvs needs posed input views (a ViewSet with cameras: OpenCV c2w, K in pixels); "
+                             f"got {type(getattr(views, 'cameras', views)).__name__} for the input cameras")
+        if not isinstance(target, Cameras):
+            raise ValueError(f"genvs needs the target cameras (Cameras (B,)), got {type(target).__name__}")
+        B, N, C, H, W = views.images.shape
+        if (C, H, W) != (3, r, r):
+            raise ValueError(f"genvs is configured for 3x{r}x{r} images but the input views are {C}x{H}x{W}; "
+                             f"use data at {r} px or --set resolution={H}")
+        for what, cams in (("input", views.cameras), ("target", target)):
+            if (cams.width, cams.height) != (r, r):
+                raise ValueError(f"the {what} cameras are for {cams.width}x{cams.height} images, expected {r}x{r}")
+        if tuple(target.shape) != (B,):
+            raise ValueError(f"target cameras must have shape ({B},), got {tuple(target.shape)}")
+        if not views.valid.any(dim=1).all():
+            raise ValueError("genvs: every sample needs at least one valid input view")
+        if (c := self.config).check_cameras:
+            scene_depth_check(target, c.near, c.far, "target")
+            scene_depth_check(views.cameras[views.valid.to(views.cameras.c2w.device)], c.near, c.far, "input")
+
+    def encode(self, views: ViewSet) -> FrustumVolumes:
+        """Frustum volumes ``(R, C, D, h, w)`` of the ``R`` valid views of ``views (B, N)`` (packed)."""
+        dev = next(self.parameters()).device
+        b_idx, n_idx = views.valid.to(dev).nonzero(as_tuple=True)
+        images = views.images.to(dev)[b_idx, n_idx]
+        cams = views.cameras.to(dev)
+        rows = Cameras(cams.c2w[b_idx, n_idx], cams.K[b_idx, n_idx], cams.width, cams.height)
+        vols = self.encoder(images.float()).float()  # fp32 volumes (and poses) even under bf16 autocast
+        c = self.config
+        return FrustumVolumes.from_cameras(vols, rows, b_idx, views.batch_size, c.near, c.far, c.depth_spacing)
+
+    def render(self, views: ViewSet, target: Cameras, *, generator: torch.Generator | None = None,
+               check: bool = True) -> dict[str, Tensor]:
+        """Render the field of ``views (B, N)`` at ``target (B,)``.
+
+        ``generator``: stratified jitter and importance uniforms (training); None: deterministic samples.
+        Returns ``{"features" (B, F, H, W) upsampled to the image size, "rgb" (B, 3, h, w), "opacity"
+        (B, 1, h, w), "depth" (B, 1, h, w)}`` at the render resolution ``h`` (depth: camera-z, 0 where empty).
+        """
+        if check:
+            self.check_inputs(views, target)
+        c = self.config
+        vols = self.encode(views)
+        dev = vols.volumes.device
+        with torch.autocast(dev.type, enabled=False):  # projection and compositing in fp32 (bf16 is ~0.5 px off)
+            out = render_image(lambda pts: self.field(vols, pts), target.to(dev), near=c.near, far=c.far,
+                               n_coarse=c.samples_stratified, n_fine=c.samples_importance,
+                               background=self.background(dev), resolution=c.render_resolution,
+                               chunk=c.render_chunk, generator=generator, use_checkpoint=c.checkpoint_render)
+        feats = out["features"]
+        return {"features": upsample(feats, c.resolution), "rgb": feats[:, :3], "opacity": out["opacity"],
+                "depth": out["depth"]}
+
+    def rgb_loss(self, rgb: Tensor, target: Tensor) -> Tensor:
+        """``(B,)`` MSE between each RGB render ``(B, 3, h, w)`` and *its own* target ``(B, 3, H, W)`` (area-
+        downsampled to ``h``). Any other shape is refused (no broadcasting of renders against targets)."""
+        if rgb.ndim != 4 or target.ndim != 4 or rgb.shape[:2] != target.shape[:2]:
+            raise ValueError(f"rgb_loss pairs renders (B, 3, h, w) with targets (B, 3, H, W); got "
+                             f"{tuple(rgb.shape)} and {tuple(target.shape)}")
+        if target.shape[-2:] != rgb.shape[-2:]:
+            target = F.interpolate(target, size=rgb.shape[-2:], mode="area")
+        return per_sample_mse(rgb.float(), target.float())
+
+    def edm_denoiser(self) -> EDMDenoiser:
+        """The EDM-preconditioned UNet ``D(x, σ, features (B, F, H, W)) -> x̂0`` (Karras et al. 2022, Eq. 7)."""
+        c = self.config
+        return EDMDenoiser(self.net, c.sigma_data, sigma_min=c.sigma_min, sigma_max=c.sigma_max, call=_unet_call)
+
+    # ------------------------------------------------------------------------------ training
+    def pair_sampler(self) -> PairSampler:
+        """``min_views..max_views`` random input views of the object and a target view."""
+        return PairSampler(min_cond=self.config.min_views, max_cond=self.config.max_views, mode="random",
+                           shuffle=True)
+
+    def dropout_mask(self, batch: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
+        """``(batch,)`` bool, True where the conditioning is dropped (probability ``cond_dropout``)."""
+        gdev = generator.device if generator is not None else torch.device(device)
+        return (torch.rand(batch, generator=generator, device=gdev) < self.config.cond_dropout).to(device)
+
+    def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """EDM loss of the denoiser + ``rgb_loss_weight`` × the RGB render loss, per sample, batch-averaged.
+
+        Draws from ``generator`` (on its own device), in order: σ ``(B,)``, ε ``(B, 3, H, W)``, the dropout
+        mask ``(B,)``, then the rendering's jitter and importance uniforms. Returns ``{"loss", "diffusion",
+        "rgb", "opacity", "cond_dropped"}``.
+        """
+        views, target = batch.cond, batch.target.cameras[:, 0]
+        self.check_inputs(views, target)
+        x0 = batch.target.images[:, 0]
+        if x0.shape[-2:] != views.images.shape[-2:]:
+            raise ValueError(f"targets are {x0.shape[-1]}x{x0.shape[-2]} but the input views are "
+                             f"{views.images.shape[-1]}x{views.images.shape[-2]}")
+        B, dev = x0.shape[0], x0.device
+        gdev = generator.device if generator is not None else dev
+        c = self.config
+        sigma = sample_lognormal_sigma(B, c.P_mean, c.P_std, generator=generator, device=gdev).to(dev)
+        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
+        drop = self.dropout_mask(B, generator, dev)
+        r = self.render(views, target, generator=generator, check=False)
+        feats = r["features"] * (~drop).to(r["features"].dtype)[:, None, None, None]
+        denoised = self.edm_denoiser()(x0 + sigma[:, None, None, None] * noise, sigma, feats)
+        diffusion = edm_loss(denoised.float(), x0.float(), sigma, c.sigma_data)
+        rgb = self.rgb_loss(r["rgb"], x0)
+        total = diffusion.mean() + c.rgb_loss_weight * rgb.mean()
+        return {"loss": total, "diffusion": diffusion.mean().detach(), "rgb": rgb.mean().detach(),
+                "opacity": r["opacity"].mean().detach(), "cond_dropped": drop.float().mean()}
+
+    # ------------------------------------------------------------------------------ sampling
+    def single_view_denoiser(self, guidance: float | None = None, *, cache_size: int | None = None) -> GeNVSDenoiser:
+        """``D(x, σ, cond) -> x̂0`` for ``cond``: :class:`ViewCond` (one view per sample; ``drop`` honoured) or
+        :class:`~vantage.sampling.strategies.ViewSetCond` (a set per sample). ``guidance`` ``w``: classifier-free
+        guidance ``(1 + w)ε_c − wε_u`` with the zero feature image as the null condition (None or 0: none)."""
+        return GeNVSDenoiser(self, guidance or 0.0, cache_size=cache_size or self.config.cache_size)
+
+    set_denoiser = single_view_denoiser
+
+    @torch.no_grad()
+    def render_conditioning(self, cond: ViewCond | Any) -> dict[str, Tensor]:
+        """The field of ``cond``'s input views rendered at its target camera (deterministic samples):
+        ``{"rgb" (B, 3, H, W) in [-1, 1], "depth" (B, 1, H, W) camera-z (0 where the opacity is < 0.5),
+        "opacity" (B, 1, H, W)}``, upsampled to the image size."""
+        views, target, _ = as_view_set(cond)
+        r = self.render(views, target)
+        size = self.config.resolution
+        opacity = upsample(r["opacity"], size)
+        depth = upsample(r["depth"], size) * (opacity >= 0.5)
+        return {"rgb": upsample(r["rgb"], size).clamp(-1, 1), "depth": depth, "opacity": opacity}
+
+    def sampling_sigmas(self, steps: int) -> Tensor:
+        """``(steps + 1,)`` Karras et al. (2022) σ's from ``sigma_max`` to ``sigma_min`` (ρ = 7), then 0."""
+        return karras_sigmas(int(steps), self.config.sigma_min, self.config.sigma_max)
+
+    @torch.no_grad()
+    def preview(self, batch: PairBatch, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, 3, H, W)`` targets of the first ``n = min(preview_count, B)`` pairs, from all their input views."""
+        from vantage.sampling.strategies import ViewSetCond
+
+        c = self.config
+        n = min(c.preview_count, batch.target.images.shape[0])
+        cond = ViewSetCond(batch.cond.index(slice(0, n)), batch.target.cameras[:n, 0])
+        was_training = self.training
+        self.eval()
+        try:
+            sigmas = self.sampling_sigmas(c.preview_steps)
+            x = randn((n, *batch.target.images.shape[2:]), generator, device=batch.target.images.device)
+            out = get_sampler(c.preview_sampler)(self.single_view_denoiser(c.default_guidance), x * float(sigmas[0]),
+                                                 sigmas, cond, generator=generator)
+        finally:
+            self.train(was_training)
+        return out.clamp(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------- presets
+_SHAPES = {"near": 1.5, "far": 3.5, "depth_spacing": "linear", "background": (1.0, 1.0, 1.0),
+           "input_elevation_deg": 30.0, "input_radius": 2.5, "input_fov_deg": 40.0, "norm_groups": 8}
+register_preset("genvs-shapes32", "genvs", {
+    **_SHAPES, "resolution": 32, "encoder_ch": 24, "encoder_ch_mult": (1, 2, 2), "encoder_res_blocks": 1,
+    "volume_channels": 16, "volume_depth": 32, "volume_resolution": 16, "mlp_hidden": 64, "feature_channels": 16,
+    "samples_stratified": 24, "samples_importance": 24, "render_resolution": 16, "ch": 32, "ch_mult": (1, 2, 2, 2),
+    "num_res_blocks": 1, "attn_resolutions": (8,), "num_heads": 4, "max_views": 2, "default_sampler": "dpmpp_2m",
+    "default_steps": 32, "preview_steps": 16,
+}, "tiny GeNVS on 32x32 synthetic objects (about 2.4M parameters; 16x32 frustums on a 16x16 grid, "
+   "rendered at 16x16 with 24+24 samples): CPU-sized")
+register_preset("genvs-shapes64", "genvs", {
+    **_SHAPES, "resolution": 64, "encoder_ch": 32, "encoder_ch_mult": (1, 2, 2), "encoder_res_blocks": 1,
+    "volume_channels": 16, "volume_depth": 48, "volume_resolution": 32, "mlp_hidden": 64, "feature_channels": 16,
+    "samples_stratified": 32, "samples_importance": 32, "render_resolution": 32, "ch": 32, "ch_mult": (1, 2, 2, 4),
+    "num_res_blocks": 2, "attn_resolutions": (8, 16), "num_heads": 4, "max_views": 3, "default_sampler": "heun",
+    "default_steps": 25,
+}, "small GeNVS on 64x64 synthetic objects (16x48 frustums on a 32x32 grid, rendered at 32x32, 32+32 samples)")
+register_preset("genvs-srn128", "genvs", {
+    "resolution": 128, "near": 0.8, "far": 1.8, "depth_spacing": "linear", "background": (1.0, 1.0, 1.0),
+    "encoder_ch": 64, "encoder_ch_mult": (1, 2, 4, 4), "encoder_res_blocks": 2, "encoder_attn_resolutions": (16,),
+    "volume_channels": 16, "volume_depth": 64, "volume_resolution": 64, "mlp_hidden": 64, "mlp_layers": 2,
+    "feature_channels": 16, "samples_stratified": 64, "samples_importance": 64, "render_resolution": 64,
+    "render_chunk": 16384, "ch": 128, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 2, "attn_resolutions": (16,),
+    "num_heads": 4, "norm_groups": 32, "dropout": 0.1, "max_views": 3, "sample_max_views": 4,
+    "default_sampler": "heun", "default_steps": 25, "input_elevation_deg": 30.0, "input_radius": 1.3,
+    "input_fov_deg": 51.98,
+}, "paper-like SRN cars/chairs configuration: 128x128, 16x64 frustums on a 64x64 grid (near 0.8, far 1.8), "
+   "64+64 samples rendered at 64x64, EDM (sigma_data 0.5), 1-3 input views; our UNet encoder instead of "
+   "the paper's DeepLabV3+ (docs/genvs.md)")
