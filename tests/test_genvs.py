@@ -343,6 +343,20 @@ def test_checkpoint_round_trip_and_vantage_sample(tmp_path, capsys):
     summary = json.loads((out / "sample.json").read_text())
     assert summary["method"] == "genvs" and summary["strategy"] == "single" and summary["views"] == 3
     assert "genvs" in capsys.readouterr().out
+    # without --strategy: GeNVS's own pooled set conditioning, every input kept; the inputs' field is rendered
+    out2 = tmp_path / "pooled"
+    assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "3", "--input-views", "0,1",
+                 "--steps", "1", "--out", str(out2), "--device", "cpu"]) == 0
+    summary = json.loads((out2 / "sample.json").read_text())
+    assert summary["strategy"] == "genvs-pooled" and summary["strategy_options"]["keep_first"] == 2
+    from PIL import Image
+
+    for kind in ("rgb", "depth"):
+        files = sorted((out2 / "field" / kind).iterdir())
+        assert len(files) == 3 and Image.open(files[0]).size == (16, 16)
+    assert Image.open(out2 / "field" / "field.gif").n_frames == 3
+    assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "2", "--strategy",
+                 "genvs-pooled", "--steps", "1", "--out", str(tmp_path / "x"), "--device", "cpu"]) == 0
 
 
 # ---------------------------------------------------------------------------------------- errors

@@ -122,12 +122,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w, ε form (1+w)ε_c − wε_u; 0 = none (default: the model's). "
                         "Not for ViewFusion (no unconditional branch)")
-    p.add_argument("--strategy", choices=["composed", "stochastic", "single", "interpolated"], default=None,
+    p.add_argument("--strategy", choices=["composed", "stochastic", "single", "interpolated", "genvs-pooled"],
+                   default=None,
                    help="composed: every denoising step composes all views of the set with the learned per-pixel "
                         "weights (ViewFusion only; its default); stochastic: each step conditions on a random view "
                         "of the set (3DiM; the default for other methods); single: always on the first input; "
                         "interpolated: ViewFusion's interpolated denoising (Yang et al. 2024), all views near the "
-                        "target fused with fixed weights")
+                        "target fused with fixed weights; genvs-pooled: GeNVS's own set conditioning (the input, "
+                        "a few earlier views and the latest one, each with its own volume; GeNVS's default)")
     g = p.add_argument_group("interpolated strategy (Yang et al. 2024; docs/sampling.md)")
     g.add_argument("--t-in", type=float, default=None, metavar="T",
                    help="input temperature: input weight w_0 = exp(-(Δ_0/π)/T) (default 0.5)")
@@ -196,7 +198,10 @@ def _strategy(method: Any, args: argparse.Namespace) -> tuple[Any, str, dict[str
     from vantage.cli.main import UserError
 
     composing = callable(getattr(method, "set_denoiser", None)) and method.name == "viewfusion"
-    name = args.strategy or ("composed" if composing else "stochastic")
+    name = args.strategy or getattr(method, "default_strategy", None) or ("composed" if composing else "stochastic")
+    if name == "genvs-pooled" and method.name != "genvs":
+        raise UserError(f"--strategy genvs-pooled pools GeNVS feature volumes; '{method.name}' has none "
+                        f"(use stochastic, single or interpolated)")
     if name == "composed" and not composing:
         raise UserError(f"--strategy composed needs a ViewFusion checkpoint; '{method.name}' conditions on one view "
                         f"at a time (use stochastic or single)")
@@ -267,7 +272,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from vantage.cli.main import UserError
-    from vantage.cli.sample_outputs import write_sample
+    from vantage.cli.sample_outputs import write_field_renders, write_sample
     from vantage.diffusion.samplers import get_sampler
     from vantage.outputs import prepare_output_dir
     from vantage.sampling import autoregressive_orbit
@@ -297,6 +302,8 @@ def cmd_sample(args) -> int:
           f"parameters, {res}x{res}), device {device}")
     inp = _load_inputs(args, method)
     in_idx, inputs = inp.input_indices, inp.inputs
+    if strategy_name == "genvs-pooled":  # every input view stays in the pooled set
+        strategy_options["keep_first"] = len(in_idx)
     notes: list[str] = []
     try:
         targets, truth_idx, target_kind = choose_targets(
@@ -353,6 +360,8 @@ def cmd_sample(args) -> int:
     gen = result.generated[0]
     files, written = write_sample(out, result=result, inp=inp, truth_idx=truth_idx, fps=args.fps, recorder=recorder,
                                   weights_mode=args.save_weights, intermediates=steps_x0)
+    if callable(getattr(method, "render_conditioning", None)):  # GeNVS: what the inputs' feature field knows
+        files += write_field_renders(out, method, inputs, result.cameras[0], fps=args.fps, device=device)
     summary = {"checkpoint": str(folder), "method": method.name, "input": [str(p) for p in args.input],
                "scene": inp.scene, "input_views": in_idx, "notes": inp.notes + notes,
                "targets": args.targets or ("cameras" if args.cameras else "orbit"), "target_cameras": target_kind,

@@ -127,3 +127,42 @@ def write_sample(out: Path, *, result: Any, inp: Any, truth_idx: list[int | None
     if getattr(inp, "preprocessing", None):  # the parameters that repeat `vantage preprocess` on the inputs
         summary["preprocessing"] = inp.preprocessing
     return files, summary
+
+
+def write_field_renders(out: Path, method: Any, inputs: Any, cameras: Any, *, fps: float, device: str = "cpu",
+                        chunk: int = 8) -> list[str]:
+    """GeNVS: the feature field of the *input* views volume-rendered at every frame's camera (its RGB
+    channels and camera-z depth, :meth:`~vantage.methods.genvs.GeNVS.render_conditioning`): what the
+    volumes know before any denoising. Writes ``field/rgb/NNN.png``, ``field/depth/NNN.png`` (depth
+    normalised to the frames' range; black where the opacity is < 0.5) and ``field/field.gif``
+    (render | depth). ``cameras`` is ``Cameras (T,)``; returns the entries for the file list."""
+    import torch
+    from PIL import Image
+
+    from vantage.sampling.orbit import as_view_set
+    from vantage.sampling.strategies import ViewSetCond
+    from vantage.viz import save_gif, to_uint8
+
+    views = as_view_set(inputs)  # (1, K)
+    rgbs, depths = [], []
+    with torch.no_grad():
+        for start in range(0, len(cameras), chunk):
+            cams = cameras[start:start + chunk].to(device)
+            n = len(cams)
+            batch = views.index([0] * n).to(device)  # the same input set for each of the n cameras
+            r = method.render_conditioning(ViewSetCond(batch, cams))
+            rgbs.append(r["rgb"].float().cpu())
+            depths.append(r["depth"].float().cpu())
+    rgb, depth = torch.cat(rgbs), torch.cat(depths)
+    seen = depth > 0
+    lo = float(depth[seen].min()) if seen.any() else 0.0
+    hi = float(depth[seen].max()) if seen.any() else 1.0
+    d = torch.where(seen, 1.0 - (depth - lo) / max(hi - lo, 1e-6) * 0.8, torch.zeros_like(depth))  # near = bright
+    d = (d * 2 - 1).expand(-1, 3, -1, -1)
+    for name, images in (("rgb", rgb), ("depth", d)):
+        folder = out / "field" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(to_uint8(images)):
+            Image.fromarray(img).save(folder / f"{i:03d}.png")
+    save_gif(torch.cat([rgb, d], dim=-1), out / "field" / "field.gif", fps=fps)
+    return ["field/rgb/ (the input views' feature field rendered at each frame)", "field/depth/", "field/field.gif"]

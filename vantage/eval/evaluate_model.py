@@ -211,7 +211,9 @@ def _save(images: torch.Tensor, folder: Path, ids: list[int]) -> list[Path]:
 # --------------------------------------------------------------------------------------- model
 def _strategy(method: Any, name: str | None, guidance: float) -> tuple[Any, str]:
     composing = callable(getattr(method, "set_denoiser", None)) and method.name == "viewfusion"
-    name = name or ("composed" if composing else "stochastic")
+    name = name or getattr(method, "default_strategy", None) or ("composed" if composing else "stochastic")
+    if name == "genvs-pooled" and method.name != "genvs":
+        raise EvaluationError(f"strategy 'genvs-pooled' pools GeNVS feature volumes; '{method.name}' has none")
     if name == "composed":
         if not composing:
             raise EvaluationError(f"strategy 'composed' needs a ViewFusion checkpoint; '{method.name}' conditions "
@@ -338,7 +340,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         obj_seeds = [sample_seed(sd, i) for sd in seeds]
         result = autoregressive_orbit(method, [given] * k_samples, truth.cameras, strategy=strategy, order=s.order,
                                       sampler=sampler, steps=n_steps, guidance=guidance, seed=obj_seeds,
-                                      device=device, autoregressive=s.autoregressive)
+                                      device=device, autoregressive=s.autoregressive,
+                                      strategy_options={"keep_first": k_in} if strategy == "genvs-pooled" else None)
         gen = result.images.cpu()
         if not torch.isfinite(gen).all():
             bad = [targets[t] for t in range(len(targets)) if not torch.isfinite(gen[:, t]).all()]

@@ -47,7 +47,7 @@ __all__ = ["Protocol", "DatasetSpec", "MetricSettings", "ConsistencySettings", "
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid")
 SSIM_WINDOWS = ("gaussian", "uniform7")
-STRATEGIES = ("stochastic", "single", "interpolated", "composed")
+STRATEGIES = ("stochastic", "single", "interpolated", "composed", "genvs-pooled")
 NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5),
                      "gray": (0.5, 0.5, 0.5)}
 

@@ -192,6 +192,7 @@ class GeNVS(Method):
     config_class = GeNVSConfig
     uses_input_poses = True
     supports_guidance = True
+    default_strategy = "genvs-pooled"  # `vantage sample` / `vantage evaluate` without --strategy
 
     def __init__(self, config: GeNVSConfig) -> None:
         super().__init__(config)
