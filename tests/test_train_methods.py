@@ -39,6 +39,9 @@ TINY: dict[str, dict] = {
     "vivid": {"resolution": 16, "model_channels": 8, "channel_mult": (1, 2), "num_blocks": 1, "attn_resolutions": (8,),
               "extra_attn": None, "channels_per_head": 8, "logvar_channels": 16, "preview_steps": 2,
               "preview_count": 2},
+    "regression": {"resolution": 16, "ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,),
+                   "norm_groups": 8, "emb_ch": 32, "encoder_ch": 8, "image_emb_dim": 16, "pose_emb_dim": 16,
+                   "preview_count": 2},
 }
 
 

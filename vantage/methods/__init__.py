@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "relpose": "vantage.methods.relpose:RelPose",
     "genvs": "vantage.methods.genvs:GeNVS",
     "vivid": "vantage.methods.vivid:VIVID",
+    "regression": "vantage.methods.regression:Regression",
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {}

@@ -1,0 +1,124 @@
+"""The benchmark harness (bench/harness.py) end to end in --quick --tiny mode on two methods: training, evaluation,
+the table rows, RUNS/harness.json, a second run that reuses everything, and the BENCHMARKS block written into a
+temporary copy of BENCHMARKS.md (replaced, never duplicated; the rest of the file untouched)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import harness  # noqa: E402
+from harness_report import BEGIN, END, BlockError, replace_block  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+METHODS = "regression-shapes32,3dim-shapes32"
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """Markdown table rows of ``text`` by their first cell (header and separator left out)."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| method ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_quick_harness_on_two_methods(tmp_path, capsys):
+    real = (ROOT / "BENCHMARKS.md").read_bytes()
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_bytes(real)
+    runs = tmp_path / "runs"
+    argv = ["--runs", str(runs), "--quick", "--tiny", "--methods", METHODS, "--set", "train.progress=false",
+            "--write-benchmarks", str(bench)]
+    assert harness.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "training to 0.016 kimg" in out and "vantage evaluate --checkpoint" in out
+    rows = table_rows(out)
+    assert set(rows) == {"regression", "3dim", "copy the input view"}
+    head = next(line for line in out.splitlines() if line.startswith("| method "))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert "3D consistency PSNR (ceiling)" not in cols  # only with --consistency
+    get = {name: dict(zip(cols, cells)) for name, cells in rows.items()}
+    reg, tdm, copy = get["regression"], get["3dim"], get["copy the input view"]
+    assert reg["preset"] == "regression-shapes32" and tdm["preset"] == "3dim-shapes32"
+    for r in (reg, tdm):
+        assert re.fullmatch(r"0\.\d\dM", r["parameters"]) and r["training"] == "0.016 kimg, bf16"
+        assert float(r["train images/s"]) > 0 and float(r["s / view"]) > 0
+        assert 0 < float(r["PSNR (dB) ↑"]) < 100 and -1 <= float(r["SSIM ↑"]) <= 1
+        assert r["LPIPS ↓"] == "n/a (weights absent)" or float(r["LPIPS ↓"]) >= 0
+    assert reg["NFE / view"] == "1 (one forward)" and reg["sampling"] == "direct prediction"
+    assert tdm["NFE / view"] == "2.0" and tdm["sampling"].endswith("× 2, stochastic")  # --quick: 2 steps
+    assert copy["NFE / view"] == "0" and float(copy["PSNR (dB) ↑"]) > 0
+    assert "Protocol synthetic-16px-v1 (overridden: objects 1, sampling steps 2" in out
+    assert "python bench/harness.py --runs" in out and "torch " in out
+
+    # the summary and the runs
+    doc = json.loads((runs / "harness.json").read_text())
+    assert doc["tool"] == harness.TOOL and [r["preset"] for r in doc["rows"]] == METHODS.split(",")
+    assert all(r["objects"] == 1 and r["views"] == 23 and r["kimg"] == 0.016 for r in doc["rows"])
+    assert (runs / "protocols" / "synthetic-16px-v1.json").is_file()
+    assert json.loads((runs / "protocols" / "synthetic-16px-v1.json").read_text())["resolution"] == 16
+
+    # BENCHMARKS block: in place of the copy's block (or appended), the rest untouched; the real file never written
+    text, original = bench.read_text(), real.decode()
+    before, after = outside(original)
+    assert text.startswith(before) and text.endswith(after)
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and "### Harness results" in text
+    block = text[len(before):len(text) - len(after)]
+    assert block.startswith(BEGIN) and block.rstrip().endswith(END) and "| regression |" in block
+    assert (ROOT / "BENCHMARKS.md").read_bytes() == real
+
+    # a second run reuses the runs and their evaluations, and replaces the block in place
+    bench.write_text(f"# Benchmarks\n\nintro\n\n{BEGIN}\nSTALE\n{END}\n\n## After the block\n\nkept\n")
+    assert harness.main(argv) == 0
+    out2 = capsys.readouterr().out
+    assert out2.count("loading the existing run") == 2 and out2.count("reusing the evaluation") == 2
+    assert "training to" not in out2 and table_rows(out2)["regression"] == rows["regression"]
+    text2 = bench.read_text()
+    assert text2.count(BEGIN) == 1 and text2.count(END) == 1 and "STALE" not in text2 and "| 3dim |" in text2
+    assert text2.startswith(f"# Benchmarks\n\nintro\n\n{BEGIN}\n### Harness results")
+    assert text2.endswith(f"{END}\n\n## After the block\n\nkept\n")
+    assert hashlib.sha256((ROOT / "BENCHMARKS.md").read_bytes()).digest() == hashlib.sha256(real).digest()
+
+
+def outside(text: str) -> tuple[str, str]:
+    """``(text before the begin marker, text after the end marker and its newline)``; no markers: (text, "")."""
+    if BEGIN not in text:
+        return text, ""
+    end = text.index(END) + len(END)
+    return text[:text.index(BEGIN)], text[end + 1 if text[end:end + 1] == "\n" else end:]
+
+
+def test_replace_block(tmp_path):
+    block = f"{BEGIN}\nnew\n{END}\n"
+    f = tmp_path / "B.md"
+    f.write_text("# Title\n\ntext")
+    assert replace_block(f, block) == "appended"
+    assert f.read_text() == f"# Title\n\ntext\n\n{block}"
+    f.write_text(f"a\n{BEGIN}\nold\n{END}\nb\n")
+    assert replace_block(f, block) == "replaced" and f.read_text() == f"a\n{block}b\n"
+    for broken in (f"a\n{BEGIN}\nold\n", f"{END}\n{BEGIN}\n", f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n"):
+        f.write_text(broken)
+        with pytest.raises(BlockError, match="fix the file by hand"):
+            replace_block(f, block)
+        assert f.read_text() == broken
+
+
+def test_failed_method_is_reported_and_the_others_kept(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "regression-shapes32").mkdir(parents=True)
+    (runs / "regression-shapes32" / "notes.txt").write_text("not a run")  # a folder without a checkpoint
+    assert harness.main(["--runs", str(runs), "--quick", "--tiny", "--methods", "regression-shapes32"]) == 1
+    out = capsys.readouterr().out
+    assert "holds no checkpoint; pass --train" in out and "failed (see notes)" in out
+    assert (runs / "regression-shapes32" / "notes.txt").read_text() == "not a run"
