@@ -2,7 +2,7 @@
 
     vantage sample --checkpoint RUN_DIR --input IMAGE(S)_OR_OBJECT_DIR --orbit N --out DIR
                    [--input-views 0,6,12 | --num-input-views K] [--no-autoregressive]
-                   [--sampler S --steps K --guidance W --strategy composed|stochastic|single|interpolated
+                   [--sampler S --steps K --guidance W [--guide G] [--sr-checkpoint SR] --strategy S
                     --order sequential|alternating --save-weights [mean|final] --save-intermediates --seed S]
                    [--elevation DEG --arc START:END | --cameras FILE | --targets dataset] [--device D]
                    [--t-in T --t-auto T --window DEG --distance azimuth|azimuth+elevation --separate-noise]
@@ -121,7 +121,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w, ε form (1+w)ε_c − wε_u; 0 = none (default: the model's). "
-                        "Not for ViewFusion (no unconditional branch)")
+                        "Not for ViewFusion (no unconditional branch). vivid: the weight w of guidance by a second "
+                        "network, D_g + w·(D − D_g), 1 = none; it needs a guide (--guide or the checkpoint's)")
+    p.add_argument("--guide", type=Path, default=None, metavar="CHECKPOINT",
+                   help="vivid only: the guide network's run or checkpoint folder (e.g. its unconditional model)")
+    p.add_argument("--sr-checkpoint", type=Path, default=None, metavar="SR",
+                   help="a vivid-sr checkpoint: super-resolve every frame with it (its low resolution must be the "
+                        "model's resolution); frames are written at its resolution, the model's in frames_base/")
     p.add_argument("--strategy", choices=["composed", "stochastic", "single", "interpolated", "genvs-pooled"],
                    default=None,
                    help="composed: every denoising step composes all views of the set with the learned per-pixel "
@@ -247,14 +253,15 @@ def _strategy(method: Any, args: argparse.Namespace) -> tuple[Any, str, dict[str
     return composed_strategy, name, {"accumulate_weights": args.save_weights == "mean"}
 
 
-def _load_inputs(args: argparse.Namespace, method: Any) -> Any:
-    """The :class:`SampleInput` of ``--input`` (notes printed); user errors for inputs the method cannot use."""
+def _load_inputs(args: argparse.Namespace, method: Any, resolution: int | None = None) -> Any:
+    """The :class:`SampleInput` of ``--input`` (notes printed) at ``resolution`` (default: the method's); user
+    errors for inputs the method cannot use."""
     from vantage.cli.main import UserError
     from vantage.sampling.inputs import load_inputs
 
     cfg = method.config
     default_elevation = getattr(cfg, "input_elevation_deg", 30.0) if args.elevation is None else args.elevation
-    inp = load_inputs(args.input, cfg.resolution, elevation_deg=default_elevation,
+    inp = load_inputs(args.input, resolution or cfg.resolution, elevation_deg=default_elevation,
                       radius=args.radius or getattr(cfg, "input_radius", 2.5),
                       fov_deg=args.fov or getattr(cfg, "input_fov_deg", 40.0), scene=args.scene,
                       input_view=args.input_view, input_views=args.input_views, num_input_views=args.num_input_views,
@@ -273,6 +280,7 @@ def cmd_sample(args) -> int:
 
     from vantage.cli.main import UserError
     from vantage.cli.sample_outputs import write_field_renders, write_sample
+    from vantage.cli.sample_vivid import apply_guide, guidance_summary, load_sr, super_resolve
     from vantage.diffusion.samplers import get_sampler
     from vantage.outputs import prepare_output_dir
     from vantage.sampling import autoregressive_orbit
@@ -295,6 +303,10 @@ def cmd_sample(args) -> int:
         method, folder = load_method(args.checkpoint, device)
     except (RuntimeError, AssertionError) as e:  # e.g. an unavailable CUDA device
         raise UserError(f"cannot load the model on {device}: {e}") from None
+    apply_guide(method, args.guide)
+    guidance = method.config.default_guidance if args.guidance is None else args.guidance
+    guidance_text, guidance_record = guidance_summary(method, guidance)  # what actually runs
+    sr, sr_folder = load_sr(args.sr_checkpoint, method, device) if args.sr_checkpoint else (None, None)
     strategy, strategy_name, strategy_options = _strategy(method, args)
     cfg = method.config
     res = cfg.resolution
@@ -319,12 +331,11 @@ def cmd_sample(args) -> int:
     except KeyError as e:
         raise UserError(str(e).strip("'\"")) from None
     steps = args.steps or cfg.default_steps
-    guidance = cfg.default_guidance if args.guidance is None else args.guidance
     k = len(in_idx)
     mode = "autoregressive" if args.autoregressive else "fixed views"
     order = args.order or ("alternating" if strategy_name == "interpolated" else "sequential")
     print(f"generating {len(targets)} views ({target_kind}, order {order}) from {k} input view(s) "
-          f"{in_idx} with {sampler} x {steps} steps, guidance {guidance:g}, strategy {strategy_name}, {mode}, "
+          f"{in_idx} with {sampler} x {steps} steps, guidance {guidance_text}, strategy {strategy_name}, {mode}, "
           f"seed {args.seed}")
     if strategy_name == "composed":
         n_new = sum(m is None for m in match_views(inputs, targets))  # targets not copied from an input
@@ -357,19 +368,25 @@ def cmd_sample(args) -> int:
         raise UserError(str(e).strip("'\"")) from None
     for text in dict.fromkeys(str(w.message) for w in caught):  # each warning once, as a note
         print(f"note: {text}")
+    if sr is not None:
+        print(f"super-resolving the generated views with {sr_folder} to {sr.config.resolution} px")
+        inp = _load_inputs(args, method, sr.config.resolution)
+        result = super_resolve(sr, args, inp, result, out)
     gen = result.generated[0]
     files, written = write_sample(out, result=result, inp=inp, truth_idx=truth_idx, fps=args.fps, recorder=recorder,
                                   weights_mode=args.save_weights, intermediates=steps_x0)
+    files += ["frames_base/ (the model's frames before super-resolution)"] if sr is not None else []
     if callable(getattr(method, "render_conditioning", None)):  # GeNVS: what the inputs' feature field knows
         files += write_field_renders(out, method, inputs, result.cameras[0], fps=args.fps, device=device)
     summary = {"checkpoint": str(folder), "method": method.name, "input": [str(p) for p in args.input],
                "scene": inp.scene, "input_views": in_idx, "notes": inp.notes + notes,
                "targets": args.targets or ("cameras" if args.cameras else "orbit"), "target_cameras": target_kind,
                "arc": list(args.arc) if args.arc else None, "cameras": str(args.cameras) if args.cameras else None,
-               "sampler": sampler, "steps": steps, "guidance": guidance, "strategy": strategy_name,
+               "sampler": sampler, "steps": steps, **guidance_record, "strategy": strategy_name,
                "strategy_options": {k: v for k, v in strategy_options.items() if k != "accumulate_weights"},
                "autoregressive": args.autoregressive, "weights": args.save_weights,
                "intermediates": args.save_intermediates, "seed": args.seed, "device": device, **written,
+               "sr_checkpoint": str(sr_folder) if sr is not None else None,
                "seconds_total": round(time.perf_counter() - t_start, 3)}
     (out / "sample.json").write_text(json.dumps(summary, indent=2))
     files.append("sample.json")

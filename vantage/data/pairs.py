@@ -316,7 +316,8 @@ class PairDataset(torch.utils.data.Dataset):
                     bad.append(Skipped(scenes.scene_name(s), reason))
             if bad and self.sampler.on_short == "error":
                 raise ClipTooShortError(f"{len(bad)} of {len(scenes)} scenes cannot give a pair "
-                                        f"(pass on_short='skip' to leave them out): "
+                                        f"(pass on_short='skip' to leave them out; vivid: --set "
+                                        f"pair_on_short=skip): "
                                         + "; ".join(str(b) for b in bad[:5]))
             self.scene_indices, self.skipped = kept, bad
 

@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "relpose": "vantage.methods.relpose:RelPose",
     "genvs": "vantage.methods.genvs:GeNVS",
     "vivid": "vantage.methods.vivid:VIVID",
+    "vivid-sr": "vantage.methods.vivid_sr:VIVIDSR",
     "regression": "vantage.methods.regression:Regression",
 }
 

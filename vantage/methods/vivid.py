@@ -22,8 +22,10 @@ Synthesis with Pixel-Space Diffusion Models", arXiv 2411.07765).
   trainer's (``--set train.ema=power --set train.lr_schedule=inv_sqrt``, see ``docs/vivid.md``).
 
 Presets: ``vivid-shapes32`` (CPU-sized), ``vivid-shapes64``, ``vivid-re10k64`` (the paper's 64x64 base model),
-``vivid-uncond`` (its unconditional guide) and ``vivid-shapes32-uncond``. Not here yet: the 64 -> 256
-super-resolution stage, single-image training and RealEstate10K mid/long pair gaps. See ``docs/vivid.md``.
+``vivid-uncond`` (its unconditional guide) and ``vivid-shapes32-uncond``. Training pairs: any two views, or
+RealEstate10K's "mid"/"long" frame gaps (``pair_gap``); single-image pairs are mixed in by the data
+(:mod:`vantage.data.single_image`). The 64 -> 256 super-resolution stage is :mod:`vantage.methods.vivid_sr`.
+See ``docs/vivid.md``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ class VIVIDConfig(MethodConfig):
         guidance_interval: ``(σ_lo, σ_hi)``: guide only there (Kynkäänniemi et al. 2024); None = everywhere.
         default_guidance: guide weight ``w`` of ``D_g + w·(D − D_g)`` (paper: 1.5); it applies when a guide is
             configured; 1 (or 0) means no guidance.
+        pair_gap: how training pairs are drawn: None = source and target uniformly among the scene's views (the
+            reference's RealEstate10K training); ``"mid"`` (30-60 frames), ``"long"`` (60-120) or ``(lo, hi)`` =
+            video frames with ``lo <= |source - target| <= hi`` (VIVID's evaluation gaps; ``PairSampler``'s
+            ``"frame_gap"`` mode).
+        pair_on_short: with ``pair_gap``, a clip too short for the gap is an ``"error"`` naming it, or ``"skip"``
+            (left out and reported).
     """
 
     resolution: int = 64
@@ -113,6 +121,8 @@ class VIVIDConfig(MethodConfig):
     default_guidance: float = 1.5
     preview_sampler: str = "heun"
     preview_steps: int = 12
+    pair_gap: str | tuple[int, int] | None = None
+    pair_on_short: str = "error"
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -140,6 +150,19 @@ class VIVIDConfig(MethodConfig):
         if self.default_steps < 1 or self.preview_steps < 1 or self.preview_count < 1:
             raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
         self.unet_config()  # validates the structure
+        try:
+            self.pair_sampler()
+        except ValueError as e:
+            raise ValueError(f"pair_gap={self.pair_gap!r}, pair_on_short={self.pair_on_short!r}: {e}") from None
+
+    def pair_sampler(self) -> PairSampler:
+        """The training pairs' :class:`PairSampler` (one source view; see ``pair_gap``)."""
+        if isinstance(self.pair_gap, list):
+            self.pair_gap = tuple(self.pair_gap)
+        if self.pair_gap is None:
+            return PairSampler(min_cond=1, max_cond=1, mode="random", on_short=self.pair_on_short)
+        return PairSampler(min_cond=1, max_cond=1, mode="frame_gap", frame_gap=self.pair_gap,
+                           on_short=self.pair_on_short)
 
     def unet_config(self) -> EDM2UNetConfig:
         """Structure of both UNets (the encoder drops the decoder blocks after its last attention block)."""
@@ -152,6 +175,10 @@ class VIVIDConfig(MethodConfig):
             attn_resolutions=self.attn_resolutions, extra_attn=self.extra_attn,
             channels_per_head=self.channels_per_head, dropout=self.dropout)
 
+    def encoder_config(self) -> EDM2UNetConfig:
+        """Structure of the encoder UNet over the source view (the denoiser's)."""
+        return self.unet_config()
+
 
 class VIVID(Method):
     """VIVID (see the module docstring). ``net`` is the encoder + denoiser pair, ``logvar`` the uncertainty head."""
@@ -161,7 +188,7 @@ class VIVID(Method):
 
     def __init__(self, config: VIVIDConfig) -> None:
         super().__init__(config)
-        enc = config.unet_config() if config.conditional else None
+        enc = config.encoder_config() if config.conditional else None
         self.net = XAttnPairNet(config.unet_config(), enc, encoder_time=config.encoder_time)
         self.logvar = LogVarHead(config.logvar_channels)
         object.__setattr__(self, "_guides", {})  # loaded guide networks, by path (not submodules)
@@ -208,8 +235,9 @@ class VIVID(Method):
 
     # ------------------------------------------------------------------------------ training
     def pair_sampler(self) -> PairSampler:
-        """One conditioning (source) view drawn uniformly among the object's other views, and a target."""
-        return PairSampler(min_cond=1, max_cond=1, mode="random")
+        """One conditioning (source) view and a target: uniformly among the scene's views, or within the config's
+        ``pair_gap`` frames (``"mid"``, ``"long"``, ``(lo, hi)``)."""
+        return self.config.pair_sampler()
 
     def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
         res = self.config.resolution

@@ -13,6 +13,12 @@
   non-square images are an error (crop them, or use the reader's own ``resolution`` option
   where it has one).
 
+Single-image pairs (VIVID's single-view training, :mod:`vantage.data.single_image`) are mixed in with the
+options ``-o single_images=DIR`` (a folder of images, any size) and ``-o single_fraction=F`` (the fraction of
+the pairs, default 0.25, in (0, 1)); ``single_focal``, ``single_crop`` and ``single_max_deg=[pitch,yaw,roll]``
+set the cameras and rotations (defaults 0.9, 0.6, [8.3, 8.3, 3.5]). They work with any ``--data`` and are
+stored with the run like the other options.
+
 Batch composition (:class:`StepBatchSampler`): the pairs form one endless sequence, epoch after
 epoch; position ``p`` is item ``perm_e[p % N]`` of epoch ``e = p // N`` (``perm_e`` is the
 seeded permutation :class:`~vantage.data.pairs.RankSampler` uses). Step ``s`` takes positions
@@ -37,10 +43,13 @@ from vantage.data.formats.common import DatasetError, resize_views
 from vantage.data.pairs import PairDataset, PairSampler, RankSampler, collate_pairs
 from vantage.data.views import ObjectViews, SceneDataset
 
-__all__ = ["DataSpec", "open_training_data", "ResizedScenes", "StepBatchSampler", "make_pair_dataset",
-           "build_loader"]
+__all__ = ["DataSpec", "open_training_data", "ResizedScenes", "WithSingleImages", "StepBatchSampler",
+           "make_pair_dataset", "build_loader"]
 
 SYNTHETIC = "synthetic"
+#: ``-o`` options of the single-image pairs (taken out before the reader's options) and their defaults.
+SINGLE_OPTIONS = {"single_images": None, "single_fraction": 0.25, "single_focal": 0.9, "single_crop": 0.6,
+                  "single_max_deg": (8.3, 8.3, 3.5)}
 
 
 @dataclass
@@ -62,7 +71,10 @@ class DataSpec:
         spec = str(spec)
         if not (spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":")):
             spec = str(Path(spec).expanduser().resolve())
-        return cls(spec, format, dict(options or {}))
+        options = dict(options or {})
+        if options.get("single_images"):
+            options["single_images"] = str(Path(str(options["single_images"])).expanduser().resolve())
+        return cls(spec, format, options)
 
     @property
     def is_synthetic(self) -> bool:
@@ -98,8 +110,58 @@ class ResizedScenes(SceneDataset):
                            name=v.name, meta=v.meta)
 
 
+class WithSingleImages(SceneDataset):
+    """The training scenes plus single-image pairs to mix in (:func:`make_pair_dataset` builds the
+    :class:`~vantage.data.single_image.MixedPairs`); as a :class:`SceneDataset` it is the scenes."""
+
+    def __init__(self, scenes: SceneDataset, singles_folder: str | Path, fraction: float, resolution: int,
+                 **single_options: Any) -> None:
+        from vantage.data.single_image import SingleImagePairs
+
+        super().__init__()
+        if not 0 < fraction < 1:
+            raise DatasetError(f"-o single_fraction must be in (0, 1), got {fraction}")
+        self.scenes, self.fraction = scenes, float(fraction)
+        self.format_name, self.skipped = scenes.format_name, scenes.skipped
+        self.singles = SingleImagePairs(singles_folder, resolution, **single_options)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def scene_name(self, index: int) -> str:
+        return self.scenes.scene_name(index)
+
+    def num_views(self, index: int) -> int:
+        return self.scenes.num_views(index)
+
+    def load(self, index: int, views: Sequence[int] | None = None) -> ObjectViews:
+        return self.scenes.load(index, views)
+
+
 def open_training_data(data: DataSpec, resolution: int, log: Callable[[str], None] = print) -> SceneDataset:
     """Open ``data`` at the method's ``resolution`` (see the module docstring)."""
+    single = {k: data.options.get(k, v) for k, v in SINGLE_OPTIONS.items()}
+    stray = sorted(k for k in data.options if k.startswith("single_") and k not in SINGLE_OPTIONS)
+    if stray:
+        raise DatasetError(f"unknown option(s) {stray}; single-image options: {', '.join(SINGLE_OPTIONS)}")
+    if any(k in data.options for k in SINGLE_OPTIONS) and not single["single_images"]:
+        raise DatasetError("-o single_fraction/single_focal/...: give the image folder with -o single_images=DIR")
+    scenes = _open_scenes(DataSpec(data.spec, data.format, {k: v for k, v in data.options.items()
+                                                            if k not in SINGLE_OPTIONS}), resolution, log)
+    if not single["single_images"]:
+        return scenes
+    try:
+        mixed = WithSingleImages(scenes, single["single_images"], float(single["single_fraction"]), resolution,
+                                 seed=0, focal=float(single["single_focal"]), crop=float(single["single_crop"]),
+                                 max_deg=tuple(single["single_max_deg"]))
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"-o single_*: {e}") from e
+    log(f"mixing single-image pairs from {mixed.singles.folder} ({len(mixed.singles)} images) into "
+        f"{mixed.fraction:.0%} of the training pairs")
+    return mixed
+
+
+def _open_scenes(data: DataSpec, resolution: int, log: Callable[[str], None]) -> SceneDataset:
     if "resolution" in data.options and data.is_synthetic:
         raise DatasetError("the synthetic data is rendered at the method's resolution; set it with "
                            "--set resolution=N instead of -o resolution=N")
@@ -145,9 +207,18 @@ def open_training_data(data: DataSpec, resolution: int, log: Callable[[str], Non
 
 def make_pair_dataset(scenes: SceneDataset, sampler: PairSampler, seed: int) -> PairDataset:
     """A :class:`PairDataset`; the synthetic data (every object has the same view count) is checked once
-    instead of scene by scene."""
+    instead of scene by scene. With :class:`WithSingleImages`, a
+    :class:`~vantage.data.single_image.MixedPairs` of the scenes' pairs and the single-image pairs."""
     from vantage.data.synthetic import SyntheticDataset
 
+    if isinstance(scenes, WithSingleImages):
+        from vantage.data.single_image import MixedPairs
+
+        if sampler.mode == "ring":
+            raise DatasetError("single-image pairs have no ring positions: the method's ring pair sampling "
+                               "cannot be mixed with -o single_images")
+        scenes.singles.seed = seed
+        return MixedPairs(make_pair_dataset(scenes.scenes, sampler, seed), scenes.singles, scenes.fraction)
     if isinstance(scenes, SyntheticDataset):
         reason = sampler.check(scenes.views)
         if reason is not None:

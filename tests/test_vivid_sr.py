@@ -1,0 +1,165 @@
+"""VIVID's super-resolution stage (`vivid-sr`): conditioning on the upsampled low-resolution target, training,
+chaining with `vantage sample --sr-checkpoint`, and `vantage sample`'s VIVID guidance options (`--guide`, what
+the recorded guidance says)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vantage.cameras import Cameras, intrinsics_from_fov, look_at
+from vantage.cli.main import main
+from vantage.methods import build_method
+from vantage.methods.vivid_sr import VIVIDSR, SRCond, downsample, upsample_bilinear
+from vantage.train.checkpoint import load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = dict(model_channels=8, channel_mult=(1, 2), num_blocks=1, extra_attn=None, channels_per_head=8,
+            logvar_channels=16, default_steps=2, preview_steps=2, preview_count=2, input_elevation_deg=30.0,
+            input_radius=2.5, input_fov_deg=40.0)
+
+
+def _settings(values: dict) -> list[str]:
+    out = []
+    for k, v in values.items():
+        out += ["--set", f"{k}={list(v) if isinstance(v, tuple) else ('null' if v is None else v)}"]
+    return out
+
+
+def _save(run: Path, method) -> Path:
+    save_checkpoint(run, 1, config={**method.to_json(), "step": 1}, weights=method.state_dict(), training_state={})
+    return run
+
+
+def _gains(m):
+    with torch.no_grad():  # non-zero output and embedding gains (both start at 0)
+        for name, p in m.named_parameters():
+            if name.endswith("gain"):
+                p.fill_(0.7)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny 16x16 base model, its unconditional guide, and a 16 -> 32 SR model trained for 2 steps."""
+    root = tmp_path_factory.mktemp("vivid_sr")
+    torch.manual_seed(0)
+    base = _save(root / "base", _gains(build_method("vivid", {**TINY, "resolution": 16, "attn_resolutions": (8,)})))
+    guide = _save(root / "guide", _gains(build_method("vivid", {**TINY, "resolution": 16, "attn_resolutions": (8,),
+                                                                "conditional": False, "default_guidance": 1.0})))
+    sr = root / "sr"
+    args = ["train", "vivid-sr", "--data", "synthetic", "-o", "num_objects=4", "-o", "views=4", "--out", str(sr),
+            "--steps", "2", "--batch", "2", "--device", "cpu", *_settings({**TINY, "resolution": 32,
+                                                                             "low_resolution": 16,
+                                                                             "attn_resolutions": (16,)})]
+    assert main(args) == 0
+    return {"base": base, "guide": guide, "sr": sr, "root": root}
+
+
+def test_sr_conditioning_and_loss():
+    torch.manual_seed(0)
+    m = _gains(build_method("vivid-sr", {**TINY, "resolution": 16, "low_resolution": 8, "attn_resolutions": (8,)}))
+    assert isinstance(m, VIVIDSR) and m.net.unet.enc["16x16_conv"].weight.shape[1] == 3 + 3 + 1  # + low-res, ones
+    assert m.net.encoder.enc["16x16_conv"].weight.shape[1] == 3 + 1
+    K = intrinsics_from_fov(40.0, 16)
+    eyes = torch.tensor([[2.5, 0.0, 1.0], [0.0, 2.5, 1.0]])
+    src, tgt = Cameras(look_at(eyes[:1]), K, 16, 16), Cameras(look_at(eyes[1:]), K, 16, 16)
+    x0 = torch.rand(1, 3, 16, 16) * 2 - 1
+    low = downsample(x0, 8)
+    assert low.shape == (1, 3, 8, 8) and upsample_bilinear(low, 16).shape == (1, 3, 16, 16)
+    x, sigma = torch.randn(1, 3, 16, 16), torch.tensor([0.5])
+    up = upsample_bilinear(low, 16)
+    with torch.no_grad():  # the low-resolution input changes the output
+        d1 = m.edm2_denoiser()(x, sigma, SRCond(x0, src, tgt, low_res=up))
+        d2 = m.edm2_denoiser()(x, sigma, SRCond(x0, src, tgt, low_res=-up))
+    assert (d1 - d2).abs().max() > 1e-4
+    with pytest.raises(TypeError, match="needs cond: SRCond"):
+        from vantage.methods.base import ViewCond
+
+        m.edm2_denoiser()(x, sigma, ViewCond(x0, src, tgt))
+    with pytest.raises(ValueError, match="upsamples 8x8 images, got 16x16"):
+        m.low_res_condition(x0)
+    with pytest.raises(ValueError, match="unguided"):
+        m.single_view_denoiser(1.5)
+    with pytest.raises(ValueError, match="low_resolution must be in"):
+        build_method("vivid-sr", {**TINY, "resolution": 16, "low_resolution": 16, "attn_resolutions": (8,)})
+    with pytest.raises(ValueError, match="unguided"):
+        build_method("vivid-sr", {**TINY, "resolution": 16, "low_resolution": 8, "attn_resolutions": (8,),
+                                  "guide_checkpoint": "runs/guide"})
+    out = m.upsample(low, x0, src, tgt, generator=torch.Generator().manual_seed(0))
+    again = m.upsample(low, x0, src, tgt, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 16, 16) and torch.equal(out, again) and out.abs().max() <= 1
+
+
+def test_sr_trains_and_presets(runs):
+    m = load_checkpoint(runs["sr"])
+    assert type(m) is VIVIDSR and m.config.low_resolution == 16 and m.config.resolution == 32
+    assert m.config.extra_attn is None
+    stats = [json.loads(line) for line in (runs["sr"] / "stats.jsonl").read_text().splitlines()]
+    assert stats and all(torch.isfinite(torch.tensor(s["loss"])) for s in stats if "loss" in s)
+    big = build_method("vivid-sr256")
+    assert big.config.low_resolution == 64 and big.config.resolution == 256 and big.config.default_guidance == 1
+    assert big.config.camera_mean[12] == pytest.approx(57.708 * 4)  # RealEstate10K statistics at 256 px
+
+
+def test_sample_chains_the_sr_stage(runs, tmp_path, capsys):
+    img = tmp_path / "in.png"
+    Image.new("RGB", (24, 24), (200, 40, 40)).save(img)
+    out = tmp_path / "out"
+    assert main(["sample", "--checkpoint", str(runs["base"]), "--sr-checkpoint", str(runs["sr"]), "--input", str(img),
+                 "--orbit", "2", "--out", str(out), "--strategy", "single", "--steps", "2", "--device", "cpu"]) == 0
+    frames = sorted((out / "frames").iterdir())
+    assert len(frames) == 2 and all(Image.open(f).size == (32, 32) for f in frames)
+    assert all(Image.open(f).size == (16, 16) for f in sorted((out / "frames_base").iterdir()))
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["sr_checkpoint"] and summary["guidance"] == "none (no guide network)"
+    cams = json.loads((out / "cameras.json").read_text())
+    assert cams["width"] == 32 and "super-resolving" in capsys.readouterr().out
+    # an SR model of another low resolution does not chain, and the message names both sizes
+    torch.manual_seed(0)
+    other = _save(tmp_path / "sr8", build_method("vivid-sr", {**TINY, "resolution": 16, "low_resolution": 8,
+                                                               "attn_resolutions": (8,)}))
+    code = main(["sample", "--checkpoint", str(runs["base"]), "--sr-checkpoint", str(other), "--input", str(img),
+                 "--out", str(tmp_path / "bad"), "--steps", "2", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "upsamples 8x8 images to 16x16" in err and "generates 16x16" in err
+    code = main(["sample", "--checkpoint", str(runs["sr"]), "--input", str(img), "--out", str(tmp_path / "bad2"),
+                 "--steps", "2", "--device", "cpu"])
+    assert code == 2 and "--sr-checkpoint" in capsys.readouterr().err
+    code = main(["sample", "--checkpoint", str(runs["base"]), "--sr-checkpoint", str(runs["guide"]), "--input",
+                 str(img), "--out", str(tmp_path / "bad3"), "--steps", "2", "--device", "cpu"])
+    assert code == 2 and "not VIVID's super-resolution stage" in capsys.readouterr().err
+
+
+def test_sample_guidance_options(runs, tmp_path, capsys):
+    img = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (40, 200, 40)).save(img)
+    common = ["--input", str(img), "--orbit", "2", "--strategy", "single", "--steps", "2", "--device", "cpu"]
+    out = tmp_path / "guided"
+    assert main(["sample", "--checkpoint", str(runs["base"]), "--guide", str(runs["guide"]), "--guidance", "2",
+                 "--out", str(out), *common]) == 0
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["guidance"] == 2 and summary["guide"] == str(runs["guide"].resolve())
+    assert "guidance 2 by the guide network" in capsys.readouterr().out
+    out = tmp_path / "one"
+    assert main(["sample", "--checkpoint", str(runs["base"]), "--guidance", "1", "--out", str(out), *common]) == 0
+    assert json.loads((out / "sample.json").read_text())["guidance"] == "none (weight 1)"
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(runs["base"]), "--guidance", "2", "--out", str(tmp_path / "x"),
+                 *common]) == 2
+    assert "give --guide CHECKPOINT" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(runs["base"]), "--guide", str(tmp_path / "missing"), "--guidance",
+                 "2", "--out", str(tmp_path / "y"), *common]) == 2
+    assert "guide checkpoint not found" in capsys.readouterr().err
+    threedim = build_method("3dim", dict(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                                         num_heads=2, emb_ch=32, norm_groups=8, ray_octaves_origin=4,
+                                         ray_octaves_dir=2, default_sampler="euler", default_steps=2))
+    other = _save(tmp_path / "3dim", threedim)
+    assert main(["sample", "--checkpoint", str(other), "--guide", str(runs["guide"]), "--out", str(tmp_path / "z"),
+                 *common]) == 2
+    assert "'3dim' has none" in capsys.readouterr().err
