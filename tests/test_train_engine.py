@@ -112,6 +112,18 @@ def test_resume_refuses_another_config_but_accepts_a_longer_run(tmp_path, toy):
     _, res = train(tmp_path / "r", duration=3, log_every=3)
     assert res.resumed_from == 2 and res.step == 3
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["duration"] == 3
+    # a run written before a field existed (here: removed from the stored config) resumes while the new
+    # field keeps its default, and is refused when it is set to something else
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    noise = stored["config"].pop("noise")
+    stored["train"].pop("grad_clip")
+    for ckpt in (tmp_path / "r" / "checkpoints").glob("step-*"):
+        (ckpt / "config.json").write_text(json.dumps({**stored, "step": 3}))
+    (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
+    _, res = train(tmp_path / "r", duration=4, log_every=4)
+    assert res.resumed_from == 3 and res.step == 4 and noise == 0.0
+    with pytest.raises(ResumeError, match=r"config\.noise"):
+        train(tmp_path / "r", duration=5, method_kw={"noise": 0.5})
 
 
 def test_a_kill_while_writing_leaves_the_last_checkpoint(tmp_path, toy, monkeypatch):

@@ -157,6 +157,24 @@ class Trainer:
         data = {k: cfg.get("data", {}).get(k) for k in ("spec", "format", "options")}
         return {"method": cfg.get("method"), "config": cfg.get("config"), "train": train, "data": data}
 
+    def _with_new_defaults(self, stored: dict) -> dict:
+        """``stored`` with the method and training fields it lacks (added to vantage after the run was
+        written) set to their defaults, so that a newer vantage still resumes an older run as long as
+        the new fields keep their defaults."""
+        import dataclasses
+
+        out = dict(stored)
+        for key, obj in (("config", self.method.config), ("train", self.config)):
+            part = out.get(key)
+            if not isinstance(part, dict):
+                continue
+            try:
+                defaults = dataclasses.asdict(type(obj)())
+            except TypeError:  # a config class whose fields have no defaults: compare as stored
+                continue
+            out[key] = {**{k: v for k, v in defaults.items() if k not in part}, **part}
+        return out
+
     def _prepare_run_dir(self) -> dict:
         """Rank 0: decide new / resume / restart, check the config, write ``config.json``."""
         assert self.run_dir is not None
@@ -164,7 +182,7 @@ class Trainer:
         new = self.run_config()
         decision: dict[str, Any] = {"checkpoint": None}
         if found.is_run and found.checkpoint is not None:
-            diffs = diff_configs(self.comparable(found.config), self.comparable(new))
+            diffs = diff_configs(self.comparable(self._with_new_defaults(found.config)), self.comparable(new))
             if diffs:
                 raise ResumeError(
                     f"{self.run_dir} holds a run with another configuration, so it cannot be resumed with this "
