@@ -134,3 +134,12 @@ def test_step_sampler_global_batch_does_not_depend_on_world_size():
     items = [item for mb in s for item in mb]
     assert sorted(i for e, i in items if e == 0) == list(range(n))  # epoch 0 is a permutation, then epoch 1
     assert sample_seed(1, 2, 3) != sample_seed(1, 2, 4)
+
+
+def test_method_overrides_accept_python_spellings_of_null_and_booleans():
+    from vantage.methods import parse_overrides
+    from vantage.methods.threedim import ThreeDiMConfig
+
+    got = parse_overrides(["concat_cond=True", "prune_cond_frame=false", "emb_ch=None", "pose_mode=relative"],
+                          ThreeDiMConfig)
+    assert got == {"concat_cond": True, "prune_cond_frame": False, "emb_ch": None, "pose_mode": "relative"}

@@ -22,7 +22,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vantage.cli import convert, data, demo, evaluate, export, preprocess, reconstruct, sample
+    from vantage.cli import convert, data, demo, evaluate, export, preprocess, reconstruct, sample, serve
     from vantage.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.register(sub)
     preprocess.register(sub)
     evaluate.register(sub)
+    serve.register(sub)
     return parser
 
 

@@ -69,7 +69,7 @@ def parse_overrides(items: list[str] | dict[str, Any], config_class: type[Method
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
+            value = {"None": None, "True": True, "False": False}.get(raw, raw)  # Python spellings too
         if isinstance(value, list):
             value = tuple(value)
         out[key] = value
