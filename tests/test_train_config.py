@@ -140,6 +140,6 @@ def test_method_overrides_accept_python_spellings_of_null_and_booleans():
     from vantage.methods import parse_overrides
     from vantage.methods.threedim import ThreeDiMConfig
 
-    got = parse_overrides(["concat_cond=True", "prune_cond_frame=false", "emb_ch=None", "pose_mode=relative"],
+    got = parse_overrides(["concat_cond=True", "clip_x0=false", "emb_ch=None", "pose_mode=relative"],
                           ThreeDiMConfig)
-    assert got == {"concat_cond": True, "prune_cond_frame": False, "emb_ch": None, "pose_mode": "relative"}
+    assert got == {"concat_cond": True, "clip_x0": False, "emb_ch": None, "pose_mode": "relative"}
