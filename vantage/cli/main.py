@@ -1,5 +1,5 @@
 """The ``vantage`` command: ``demo``, ``data``, ``sample``, ``train``, ``convert``, ``reconstruct``, ``export``,
-``preprocess`` and ``evaluate``.
+``preprocess``, ``evaluate`` and ``serve``.
 
 Each sub-command lives in its own module and registers itself with :func:`build_parser`.
 Errors a user can fix (bad input, existing outputs) are printed as one line with exit code 2;
