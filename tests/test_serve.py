@@ -297,3 +297,19 @@ def test_the_page_in_a_headless_browser(ckpt, photo, tmp_path, monkeypatch):
         driver.quit()
         app.close()
     assert time.perf_counter() - t0 < 60
+
+
+def test_the_page_uses_a_methods_own_default_strategy(tmp_path):
+    from vantage.methods import build_method
+    from vantage.serve.models import choose_strategy, read_model_info
+    from vantage.train.checkpoint import save_checkpoint
+
+    m = build_method("regression", {"resolution": 16, "ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1,
+                                    "attn_resolutions": (8,), "norm_groups": 8, "emb_ch": 32, "encoder_ch": 8,
+                                    "image_emb_dim": 16, "pose_emb_dim": 16})
+    save_checkpoint(tmp_path / "run", 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
+    info = read_model_info(tmp_path / "run")
+    assert info.default_strategy == "single"
+    assert choose_strategy(info, m, "auto")[1] == "single"
+    with pytest.raises(Exception, match="genvs-pooled"):
+        choose_strategy(info, m, "genvs-pooled")

@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["ServeError", "ModelInfo", "default_checkpoint", "checkpoint_folder", "read_model_info",
            "choose_strategy", "STRATEGY_CHOICES"]
 
-STRATEGY_CHOICES = ("auto", "stochastic", "single", "interpolated", "composed")
+STRATEGY_CHOICES = ("auto", "stochastic", "single", "interpolated", "composed", "genvs-pooled")
 
 
 class ServeError(Exception):
@@ -74,6 +74,7 @@ class ModelInfo:
     config: Any
     composing: bool
     supports_guidance: bool
+    own_default: str | None = None  # the method's ``default_strategy`` (GeNVS: genvs-pooled; regression: single)
 
     @property
     def resolution(self) -> int:
@@ -81,7 +82,7 @@ class ModelInfo:
 
     @property
     def default_strategy(self) -> str:
-        return "composed" if self.composing else "stochastic"
+        return self.own_default or ("composed" if self.composing else "stochastic")
 
     def describe(self) -> str:
         c = self.config
@@ -104,7 +105,8 @@ def read_model_info(path: str | Path) -> ModelInfo:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, ImportError) as e:
         raise ServeError(f"{cfg_file}: not a readable vantage checkpoint config ({type(e).__name__}: {e})") from None
     composing = cls.name == "viewfusion" and callable(getattr(cls, "set_denoiser", None))
-    return ModelInfo(folder, cls.name, config, composing, bool(getattr(cls, "supports_guidance", True)))
+    return ModelInfo(folder, cls.name, config, composing, bool(getattr(cls, "supports_guidance", True)),
+                     getattr(cls, "default_strategy", None))
 
 
 def choose_strategy(info: ModelInfo, method: Any, name: str | None) -> tuple[Any, str, dict, str]:
@@ -113,6 +115,8 @@ def choose_strategy(info: ModelInfo, method: Any, name: str | None) -> tuple[Any
     if name not in STRATEGY_CHOICES:
         raise ServeError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_CHOICES)}")
     name = info.default_strategy if name == "auto" else name
+    if name == "genvs-pooled" and info.method != "genvs":
+        raise ServeError(f"the genvs-pooled strategy pools GeNVS feature volumes; '{info.method}' has none")
     if name == "composed" and not info.composing:
         raise ServeError(f"the composed strategy needs a ViewFusion checkpoint; '{info.method}' conditions on one "
                          f"view at a time (use stochastic or single)")
@@ -127,4 +131,6 @@ def choose_strategy(info: ModelInfo, method: Any, name: str | None) -> tuple[Any
         from vantage.methods.viewfusion import composed_strategy
 
         return composed_strategy, name, {"accumulate_weights": True}, "sequential"
+    if name == "genvs-pooled":
+        return name, name, {"keep_first": 1}, "sequential"  # the page gives one input view
     return name, name, {}, "sequential"
