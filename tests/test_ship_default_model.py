@@ -1,0 +1,55 @@
+"""bench/ship_default_model.py: the shipped files, the size limit, and a TRAINING.md command that rebuilds
+the run's exact configuration (running it on the run resumes it: nothing differs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from vantage.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ship_default_model.py"
+TINY = ["--set", "resolution=16", "--set", "ch=16", "--set", "ch_mult=[1,2]", "--set", "attn_resolutions=[8]",
+        "--set", "num_heads=2", "--set", "emb_ch=32", "--set", "norm_groups=8", "--set", "pose_mode=relative"]
+
+
+def _ship_module():
+    spec = importlib.util.spec_from_file_location("ship_default_model", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ship_writes_the_files_and_a_command_that_rebuilds_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "3dim-shapes32", "--data", "synthetic", "--out", str(run), "--steps", "1", "--batch", "2",
+                 *TINY, "--set", "train.lr=3e-4", "--set", "train.precision=bf16", "--set", "train.warmup=0",
+                 "--set", "train.progress=false", "--set", "train.tensorboard=false"]) == 0
+    ship = _ship_module()
+    assets = tmp_path / "assets"
+    ship.main([str(run), "--hardware", "test machine", "--assets", str(assets)])
+    assert sorted(p.name for p in assets.iterdir()) == ["TRAINING.md", "config.json", "loss.png", "model.safetensors",
+                                                        "stats.jsonl"]
+    text = (assets / "TRAINING.md").read_text()
+    assert "test machine" in text and "step 1" in text
+    cmd = next(line for line in text.splitlines() if line.startswith("vantage train"))
+    assert "--set pose_mode=relative" in cmd and "--set train.lr=0.0003" in cmd and "--set prediction" not in cmd
+    capsys.readouterr()
+    # the rebuilt command on the same run folder: the stored config and the command's agree, nothing to do
+    argv = shlex.split(cmd)[1:]
+    argv[argv.index("--out") + 1] = str(run)
+    assert main(argv) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    # an existing default model is not replaced without --overwrite; a non-3DiM run is refused
+    with pytest.raises(SystemExit, match="--overwrite"):
+        ship.main([str(run), "--assets", str(assets)])
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "method": "viewfusion"}))
+    with pytest.raises(SystemExit, match="3DiM run"):
+        ship.main([str(run), "--assets", str(tmp_path / "other"), "--overwrite"])
