@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import pair_batch, randomize
 
 from vantage.cameras import Cameras, orbit_cameras
-from vantage.data.pairs import PairDataset, collate_pairs
 from vantage.data.testing import ToyDataset
 from vantage.data.views import ViewSet
 from vantage.diffusion.samplers import get_sampler
@@ -39,19 +39,8 @@ def tiny(**over) -> GeNVS:
     return build_method("genvs", {**TINY, **over})
 
 
-def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
-    """Perturb every parameter (the UNet's zero-initialised output conv would make F = 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
 def batch(n: int = 2, seed: int = 0, res: int = 16, model: GeNVS | None = None):
-    ds = ToyDataset(num_scenes=n, num_views=6, resolution=res, seed=seed)
-    pairs = PairDataset(ds, (model or tiny()).pair_sampler(), seed=seed)
-    return collate_pairs([pairs[i] for i in range(n)])
+    return pair_batch(n, seed, res, (model or tiny()).pair_sampler())
 
 
 def view_set(images: torch.Tensor, cams: Cameras, valid: torch.Tensor) -> ViewSet:
@@ -149,7 +138,7 @@ def test_constant_density_renders_the_analytic_opacity():
 
 
 def test_chunked_and_checkpointed_rendering_match_one_pass():
-    m = randomize(tiny())
+    m = randomize(tiny(), std=0.05)
     b = batch(2, model=m)
     base = m.render(b.cond, b.target.cameras[:, 0], generator=torch.Generator().manual_seed(0))
     (base["features"].square().mean() + base["depth"].mean()).backward()
@@ -164,7 +153,7 @@ def test_chunked_and_checkpointed_rendering_match_one_pass():
 
 
 def test_mean_pooling_ignores_padded_views():
-    m = randomize(tiny()).eval()
+    m = randomize(tiny(), std=0.05).eval()
     cams = orbit_cameras(6, resolution=16)
     g = torch.Generator().manual_seed(1)
     images = torch.rand(2, 2, 3, 16, 16, generator=g) * 2 - 1
@@ -187,7 +176,7 @@ def test_mean_pooling_ignores_padded_views():
 
 # ---------------------------------------------------------------------------------------- training
 def test_rgb_loss_pairs_each_render_with_its_own_target():
-    m = randomize(tiny())
+    m = randomize(tiny(), std=0.05)
     b = batch(2)
     first = m.loss(b, torch.Generator().manual_seed(3))
     swapped = b.target.images.flip(0)
@@ -269,7 +258,7 @@ def test_loss_decreases_on_a_fixed_batch():
 
 # ---------------------------------------------------------------------------------------- sampling
 def test_encoder_runs_once_per_sampling_loop():
-    m = randomize(tiny()).eval()
+    m = randomize(tiny(), std=0.05).eval()
     calls = []
     m.encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
     obj = ToyDataset(1, 8, 16).load(0)
@@ -309,7 +298,7 @@ def test_pooled_strategy_keeps_the_input_and_the_latest_view():
 
 
 def test_render_conditioning_and_guidance():
-    m = randomize(tiny()).eval()
+    m = randomize(tiny(), std=0.05).eval()
     cams = orbit_cameras(4, resolution=16)
     cond = ViewCond(torch.rand(2, 3, 16, 16) * 2 - 1, cams[:2], cams[2:])
     r = m.render_conditioning(cond)
@@ -328,7 +317,7 @@ def test_checkpoint_round_trip_and_vantage_sample(tmp_path, capsys):
     from vantage.cli.main import main
     from vantage.train.checkpoint import load_checkpoint, save_checkpoint
 
-    m = randomize(tiny())
+    m = randomize(tiny(), std=0.05)
     run = tmp_path / "run"
     save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
     back = load_checkpoint(run)

@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import pair_batch as batch
+from helpers import randomize
 from PIL import Image
 
 from vantage.cli.main import main
-from vantage.data.pairs import PairDataset, collate_pairs
 from vantage.data.testing import ToyDataset
 from vantage.diffusion.samplers import SAMPLERS
 from vantage.methods import all_presets, build_method
@@ -31,21 +32,6 @@ TINY = dict(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolut
 def tiny(**over) -> Regression:
     torch.manual_seed(0)
     return build_method("regression", {**TINY, **over})
-
-
-def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
-    """Perturb every parameter (the zero-initialised output conv would make the prediction 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def batch(n: int = 4, seed: int = 0):
-    ds = ToyDataset(num_scenes=n, num_views=6, resolution=16, seed=seed)
-    pairs = PairDataset(ds, Regression.pair_sampler(None), seed=seed)  # type: ignore[arg-type]
-    return collate_pairs([pairs[i] for i in range(n)])
 
 
 def test_presets_and_config():

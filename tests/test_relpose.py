@@ -9,10 +9,11 @@ import math
 
 import pytest
 import torch
+from helpers import pair_batch as batch
+from helpers import randomize
 
 from vantage.cameras import Cameras, spherical_to_cartesian
 from vantage.cli.main import main
-from vantage.data.pairs import PairDataset, collate_pairs
 from vantage.data.testing import ToyDataset
 from vantage.methods import all_presets, build_method, method_from_json
 from vantage.methods.base import ViewCond, config_from_dict
@@ -34,15 +35,6 @@ def tiny(**over) -> RelPose:
     return build_method("relpose", {**TINY, **over})
 
 
-def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
-    """Perturb every parameter (the zero-initialised output conv would make the prediction 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
 def cams(polar_deg, azimuth_deg, radius, res: int = 16) -> Cameras:
     """Cameras ``(n,)`` at the given spherical positions (degrees), looking at the origin."""
     p, a, r = (torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in (polar_deg, azimuth_deg, radius))
@@ -56,12 +48,6 @@ def rotate_z(c: Cameras, deg: float) -> Cameras:
     R = torch.eye(4, dtype=c.c2w.dtype)
     R[:2, :2] = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     return Cameras(R @ c.c2w, c.K, c.width, c.height)
-
-
-def batch(n: int = 4, seed: int = 0, res: int = 16):
-    ds = ToyDataset(num_scenes=n, num_views=6, resolution=res, seed=seed)
-    pairs = PairDataset(ds, RelPose.pair_sampler(None), seed=seed)  # type: ignore[arg-type]
-    return collate_pairs([pairs[i] for i in range(n)])
 
 
 def _cond(B: int = 2, azimuths=(0.0, 40.0), targets=(90.0, 200.0), seed: int = 5) -> ViewCond:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import pair_batch as batch
+from helpers import randomize
 
 from vantage.cameras import orbit_cameras
 from vantage.data.formats import open_dataset
@@ -28,21 +30,6 @@ TINY = dict(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolut
 def tiny(**over) -> ThreeDiM:
     torch.manual_seed(0)
     return build_method("3dim", {**TINY, **over})
-
-
-def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
-    """Perturb every parameter (the X-UNet's zero-initialised output would make ε̂ = 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def batch(n: int = 4, seed: int = 0, res: int = 16):
-    ds = ToyDataset(num_scenes=n, num_views=6, resolution=res, seed=seed)
-    pairs = PairDataset(ds, ThreeDiM.pair_sampler(None), seed=seed)  # type: ignore[arg-type]
-    return collate_pairs([pairs[i] for i in range(n)])
 
 
 def test_presets_and_config():

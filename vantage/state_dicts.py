@@ -1,12 +1,12 @@
-"""Comparing a state dict with what a module expects, for errors that name every wrong key."""
+"""Unwrapping a loaded state dict, and comparing one with what a module expects (errors name every wrong key)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from torch import Tensor
 
-__all__ = ["state_dict_mismatch"]
+__all__ = ["state_dict_mismatch", "unwrap_state_dict"]
 
 
 def state_dict_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], *,
@@ -42,3 +42,41 @@ def state_dict_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tens
              f"unexpected keys: {some(unexpected)}" if unexpected else "",
              f"shape mismatches: {some(shapes)}" if shapes else ""]
     return "; ".join(p for p in parts if p)
+
+
+def unwrap_state_dict(obj: object, *, wrappers: Iterable[str], prefixes: tuple[str, ...], where: str = "state dict",
+                      error: type[Exception] = ValueError,
+                      skip: Collection[str] = ()) -> tuple[dict[str, Tensor], list[str]]:
+    """``(state, ignored_keys)``: the tensors of a loaded weights file.
+
+    Args:
+        obj: a state dict (names -> tensors), or a mapping holding one under a key of ``wrappers``.
+        wrappers: keys tried in order (e.g. ``"model"``, ``"state_dict"``); the first whose value is a
+            non-empty mapping of tensors is the state dict.
+        prefixes: stripped from the start of every key, repeatedly (e.g. ``"module."`` of DDP).
+        where: names the file in errors.
+        error: the exception raised when ``obj`` holds no state dict.
+        skip: keys (after stripping) to leave out, like non-tensor entries.
+
+    Returns:
+        the state dict with stripped keys, and the original names of the entries left out.
+    """
+    if isinstance(obj, Mapping):
+        for wrapper in wrappers:
+            inner = obj.get(wrapper)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise error(f"{where}: expected a state dict (a mapping of parameter names to tensors), "
+                    f"got {type(obj).__name__}")
+    state, ignored = {}, []
+    for key, value in obj.items():
+        k = str(key)
+        while k.startswith(prefixes):
+            k = k[len(next(p for p in prefixes if k.startswith(p))):]
+        if not isinstance(value, Tensor) or k in skip:
+            ignored.append(str(key))
+            continue
+        state[k] = value
+    return state, ignored

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from vantage.cli.formatting import HelpFormatter
 
-__all__ = ["register", "cmd_convert", "convert_viewfusion", "read_weights"]
+__all__ = ["register", "cmd_convert", "convert_viewfusion", "read_weights", "check_out", "preset_values",
+           "explicit_fields", "merge_inferred", "write_converted_run"]
 
 EPILOG = """\
 examples:
@@ -70,39 +71,91 @@ def read_weights(path: Path) -> object:
         raise UserError(f"cannot read {path} as weights ({how}): {e}") from None
 
 
+def check_out(out: Path, overwrite: bool) -> Path:
+    """``out`` as a Path; OutputExistsError when it exists and is not an empty folder, unless ``overwrite``."""
+    from vantage.outputs import OutputExistsError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
+    return out
+
+
+def preset_values(preset: str, method: str) -> dict:
+    """A copy of the field values of ``preset``; UserError (naming the method's presets) unless it is one of
+    ``method``'s."""
+    import vantage.methods as vm
+    from vantage.cli.main import UserError
+
+    presets = vm.all_presets()
+    if preset not in presets or presets[preset][0] != method:
+        known = [p for p, v in presets.items() if v[0] == method]
+        raise UserError(f"--preset {preset} is not a {method} preset; choose one of {', '.join(known)}")
+    return dict(presets[preset][1])
+
+
+def explicit_fields(overrides: list[str] | None, method: str) -> dict:
+    """The ``--set FIELD=VALUE`` overrides of ``method``'s config as a dict; UserError for a bad one."""
+    import vantage.methods as vm
+    from vantage.cli.main import UserError
+
+    try:
+        return vm.parse_overrides(overrides or [], vm.method_class(method).config_class)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def merge_inferred(values: dict, inferred: dict, explicit: dict, *, path: Path, preset: str, log=print) -> None:
+    """Update ``values`` with the fields ``inferred`` from the weights' shapes: a UserError when ``--set`` says
+    otherwise (``explicit``), a note when the preset's (or ``values``') field differs."""
+    from vantage.cli.main import UserError
+
+    for key, value in inferred.items():
+        if key in explicit and explicit[key] != value:
+            raise UserError(f"--set {key}={explicit[key]!r} contradicts the weights in {path}, which have "
+                            f"{key}={value!r}")
+        if key in values and values[key] != value:
+            log(f"note: the weights have {key}={value!r} (preset {preset}: {values[key]!r}); using the weights'")
+    values.update(inferred)
+
+
+def write_converted_run(method, path: Path, out: Path, *, preset: str, ignored: list[str]) -> Path:
+    """Write the run folder ``out`` (``config.json`` naming the source file, its sha256 and the ``ignored`` keys)
+    and its step-0 checkpoint of ``method``; returns the checkpoint folder."""
+    from vantage import __version__
+    from vantage.cli.main import UserError
+    from vantage.train.checkpoint import RUN_FORMAT, atomic_write_json, find_checkpoint, save_checkpoint
+
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    run_cfg = {"format": RUN_FORMAT, "vantage_version": __version__, **method.to_json(), "preset": preset,
+               "converted_from": {"path": str(path), "sha256": sha, "ignored_keys": ignored}}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", run_cfg)
+    ckpt = save_checkpoint(out, 0, config={**run_cfg, "step": 0, "images": 0},
+                           weights=method.state_dict(), training_state={"step": 0, "converted": True})
+    if find_checkpoint(out) != ckpt:
+        raise UserError(f"{out} holds newer checkpoints than the converted one ({find_checkpoint(out)}); "
+                        f"use an empty --out")
+    return ckpt
+
+
 def convert_viewfusion(path: Path, out: Path, *, preset: str | None = None, overrides: list[str] | None = None,
                        overwrite: bool = False, log=print) -> Path:
     """Convert reference ViewFusion weights at ``path`` into the run folder ``out``; returns the checkpoint folder."""
     import vantage.methods as vm
     from vantage.cli.main import UserError
     from vantage.methods.viewfusion_convert import ReferenceKeyError
-    from vantage.outputs import OutputExistsError
-    from vantage.train.checkpoint import RUN_FORMAT, atomic_write_json, find_checkpoint, save_checkpoint
 
     preset = preset or "viewfusion-nmr64"
-    presets = vm.all_presets()
-    if preset not in presets or presets[preset][0] != "viewfusion":
-        known = [p for p, v in presets.items() if v[0] == "viewfusion"]
-        raise UserError(f"--preset {preset} is not a viewfusion preset; choose one of {', '.join(known)}")
+    values = preset_values(preset, "viewfusion")
     cls = vm.method_class("viewfusion")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
-    try:
-        explicit = vm.parse_overrides(overrides or [], cls.config_class)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    values = {**presets[preset][1], "input_range": "unit", "clip_x0": "model", **explicit}
+    out = check_out(out, overwrite)
+    explicit = explicit_fields(overrides, "viewfusion")
+    values = {**values, "input_range": "unit", "clip_x0": "model", **explicit}
     obj = read_weights(path)
     try:
         inferred = cls.reference_config_fields(obj, int(values.get("resolution", 64)), where=str(path))
-        for key, value in inferred.items():
-            if key in explicit and explicit[key] != value:
-                raise UserError(f"--set {key}={explicit[key]!r} contradicts the weights in {path}, which have "
-                                f"{key}={value!r}")
-            if key in values and values[key] != value:
-                log(f"note: the weights have {key}={value!r} (preset {preset}: {values[key]!r}); using the weights'")
-        values.update(inferred)
+        merge_inferred(values, inferred, explicit, path=path, preset=preset, log=log)
         method = vm.build_method("viewfusion", values)
         ignored = method.load_reference_state(obj, where=str(path))
     except ReferenceKeyError as e:
@@ -115,18 +168,7 @@ def convert_viewfusion(path: Path, out: Path, *, preset: str | None = None, over
     if method.config.angle_mode == "relative":
         log("note: 9 input channels, converted as angle_mode='relative' with channels [reference, view, noisy "
             "target]; our relative angle is wrap(target − reference azimuth) (see docs/viewfusion.md)")
-    from vantage import __version__
-
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    run_cfg = {"format": RUN_FORMAT, "vantage_version": __version__, **method.to_json(), "preset": preset,
-               "converted_from": {"path": str(path), "sha256": sha, "ignored_keys": ignored}}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", run_cfg)
-    ckpt = save_checkpoint(out, 0, config={**run_cfg, "step": 0, "images": 0},
-                           weights=method.state_dict(), training_state={"step": 0, "converted": True})
-    if find_checkpoint(out) != ckpt:
-        raise UserError(f"{out} holds newer checkpoints than the converted one ({find_checkpoint(out)}); "
-                        f"use an empty --out")
+    ckpt = write_converted_run(method, path, out, preset=preset, ignored=ignored)
     n = sum(p.numel() for p in method.parameters())
     log(f"converted {path} -> {ckpt} ({n:,} parameters, {method.config.resolution}x{method.config.resolution}, "
         f"input_range={method.config.input_range}, angle_mode={method.config.angle_mode})")

@@ -13,6 +13,10 @@ trainer (:mod:`vantage.train`) knows nothing else about it:
   implement ``set_denoiser()`` instead (or too).
 * ``preview(batch, generator)``: a few generated views for periodic sample grids.
 
+Shared here: :class:`SingleViewPairs` (unpacking one-conditioning-view pair batches),
+:meth:`Method.evaluating` (eval mode for a block), and the config checks ``check_*`` / :func:`int_tuples`
+that the methods' ``__post_init__`` use.
+
 Checkpoints (written by :mod:`vantage.train.checkpoint`) store ``config.json`` =
 ``{"method": name, "config": dataclasses.asdict(config), ...}`` so a checkpoint alone rebuilds the
 method through :func:`vantage.methods.build_method`.
@@ -21,6 +25,8 @@ method through :func:`vantage.methods.build_method`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,7 +36,9 @@ from torch import Tensor, nn
 from vantage.cameras import Cameras
 from vantage.data.pairs import PairBatch, PairSampler
 
-__all__ = ["MethodConfig", "Method", "ViewCond", "config_from_dict"]
+__all__ = ["MethodConfig", "Method", "ViewCond", "SingleViewPairs", "config_from_dict", "check_choice",
+           "check_probability", "check_unet_resolution", "check_sampling_counts", "int_tuples",
+           "check_batch_resolution"]
 
 
 @dataclass
@@ -135,6 +143,16 @@ class Method(nn.Module):
     def to_json(self) -> dict:
         return {"method": self.name, "config": dataclasses.asdict(self.config)}
 
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode inside the ``with`` block; the previous train/eval mode is restored after it (also on errors)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
 
 def config_from_dict(config_class: type[MethodConfig], values: dict, *, where: str = "config") -> MethodConfig:
     """Build ``config_class`` from a dict, with an error naming unknown fields and the known ones."""
@@ -148,3 +166,64 @@ def config_from_dict(config_class: type[MethodConfig], values: dict, *, where: s
         if f.name in out and isinstance(out[f.name], list) and "tuple" in str(f.type):
             out[f.name] = tuple(out[f.name])
     return config_class(**out)
+
+
+# ------------------------------------------------------------------------------ config and batch checks
+def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    """ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_probability(name: str, value: float) -> None:
+    """ValueError naming ``name`` unless ``0 <= value < 1`` (a dropout probability)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def check_unet_resolution(resolution: int, ch_mult: Sequence[int], name: str = "ch_mult") -> None:
+    """ValueError unless ``resolution >= 8`` and the ``len(ch_mult)`` levels of a UNet can halve it evenly."""
+    factor = 2 ** (len(ch_mult) - 1)
+    if resolution < 8 or resolution % factor:
+        raise ValueError(f"resolution {resolution} must be >= 8 and divisible by 2^(len({name}) - 1) = {factor}")
+
+
+def check_sampling_counts(config: MethodConfig) -> None:
+    """ValueError unless ``default_steps``, ``preview_steps`` and ``preview_count`` are all >= 1."""
+    if min(config.default_steps, config.preview_steps, config.preview_count) < 1:
+        raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
+
+
+def int_tuples(config: object, *names: str) -> None:
+    """Set each field ``names`` of ``config`` to a tuple of ints (JSON and ``--set`` give lists)."""
+    for name in names:
+        setattr(config, name, tuple(int(v) for v in getattr(config, name)))
+
+
+def check_batch_resolution(batch: PairBatch, resolution: int, name: str) -> None:
+    """ValueError unless the targets of ``batch`` are ``resolution`` x ``resolution`` (``name``: the method)."""
+    h, w = batch.target.images.shape[-2:]
+    if (h, w) != (resolution, resolution):
+        raise ValueError(f"{name} is configured for {resolution}x{resolution} images but the batch has {w}x{h}; "
+                         f"use data at {resolution} px or --set resolution={h}")
+
+
+class SingleViewPairs:
+    """Mixin of a :class:`Method` trained on one (conditioning view, target) pair per sample.
+
+    Its ``pair_sampler`` is :class:`Method`'s default (one random conditioning view); ``_unpack`` checks a
+    pair batch against ``config.resolution`` and splits it. ``pair_view`` names the conditioning view in
+    the error for a sample without one.
+    """
+
+    pair_view: ClassVar[str] = "conditioning view"
+    name: ClassVar[str]
+    config: MethodConfig
+
+    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
+        """``(x_cond (B, 3, H, W), cameras (B,), x_target (B, 3, H, W), cameras (B,))`` of a pair batch."""
+        check_batch_resolution(batch, self.config.resolution, self.name)
+        if not batch.cond.valid[:, 0].all():
+            raise ValueError(f"{self.name} needs one {self.pair_view} per sample (cond.valid[:, 0] must be all True)")
+        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
+                batch.target.cameras[:, 0])

@@ -52,7 +52,16 @@ from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import karras_sigmas, sample_lognormal_sigma
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig, ViewCond
+from vantage.methods.base import (
+    Method,
+    MethodConfig,
+    ViewCond,
+    check_choice,
+    check_probability,
+    check_sampling_counts,
+    check_unet_resolution,
+    int_tuples,
+)
 from vantage.methods.genvs_sampling import GeNVSDenoiser, GeNVSPooled, as_view_set
 from vantage.nn.frustum import SPACINGS, FeatureField, FrustumEncoder, FrustumVolumes, scene_depth_check
 from vantage.nn.unet import UNet, UNetConfig
@@ -140,13 +149,9 @@ class GeNVSConfig(MethodConfig):
     def __post_init__(self) -> None:
         if not 0 < self.near < self.far:
             raise ValueError(f"need 0 < near < far (camera-z distances), got near={self.near}, far={self.far}")
-        if self.depth_spacing not in SPACINGS:
-            raise ValueError(f"depth_spacing must be one of {SPACINGS}, got {self.depth_spacing!r}")
+        check_choice("depth_spacing", self.depth_spacing, SPACINGS)
         for name in ("encoder_ch_mult", "ch_mult"):
-            levels = len(getattr(self, name))
-            if self.resolution < 8 or self.resolution % 2 ** (levels - 1):
-                raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by 2^(len({name}) - 1) "
-                                 f"= {2 ** (levels - 1)}")
+            check_unet_resolution(self.resolution, getattr(self, name), name)
         for name in ("volume_resolution", "render_resolution"):
             v = getattr(self, name)
             if v is not None and not 1 <= v <= self.resolution:
@@ -155,8 +160,7 @@ class GeNVSConfig(MethodConfig):
             raise ValueError(f"feature_channels must be >= 3 (the first three are RGB), got {self.feature_channels}")
         if self.samples_stratified < 1 or self.samples_importance < 0 or self.render_chunk < 1:
             raise ValueError("need samples_stratified >= 1, samples_importance >= 0 and render_chunk >= 1")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        check_probability("cond_dropout", self.cond_dropout)
         if not 1 <= self.min_views <= self.max_views:
             raise ValueError(f"need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}")
         if self.sample_max_views < 1 or self.cache_size < 1:
@@ -165,10 +169,8 @@ class GeNVSConfig(MethodConfig):
             raise ValueError(f"background must be 3 values in [-1, 1] (white: 1, 1, 1), got {self.background}")
         if not 0 < self.sigma_min < self.sigma_max or not self.P_std > 0:
             raise ValueError("need 0 < sigma_min < sigma_max and P_std > 0")
-        if min(self.default_steps, self.preview_steps, self.preview_count) < 1:
-            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
-        for name in ("encoder_ch_mult", "encoder_attn_resolutions", "ch_mult", "attn_resolutions"):
-            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        check_sampling_counts(self)
+        int_tuples(self, "encoder_ch_mult", "encoder_attn_resolutions", "ch_mult", "attn_resolutions")
         self.background = tuple(float(b) for b in self.background)
 
 
@@ -356,15 +358,11 @@ class GeNVS(Method):
         c = self.config
         n = min(c.preview_count, batch.target.images.shape[0])
         cond = ViewSetCond(batch.cond.index(slice(0, n)), batch.target.cameras[:n, 0])
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             sigmas = self.sampling_sigmas(c.preview_steps)
             x = randn((n, *batch.target.images.shape[2:]), generator, device=batch.target.images.device)
             out = get_sampler(c.preview_sampler)(self.single_view_denoiser(c.default_guidance), x * float(sigmas[0]),
                                                  sigmas, cond, generator=generator)
-        finally:
-            self.train(was_training)
         return out.clamp(-1, 1)
 
 

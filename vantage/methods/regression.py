@@ -45,10 +45,10 @@ import torch
 from torch import Tensor, nn
 
 from vantage.cameras import Cameras
-from vantage.data.pairs import PairBatch, PairSampler
+from vantage.data.pairs import PairBatch
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig, ViewCond
-from vantage.methods.relpose import POSE_DIM, ImageEncoder, relative_pose
+from vantage.methods.base import Method, MethodConfig, SingleViewPairs, ViewCond, check_choice
+from vantage.methods.relpose import POSE_DIM, ImageEncoder, check_pose_unet, relative_pose
 from vantage.nn.embeddings import MLPEmbedder
 from vantage.nn.unet import UNetBackbone
 
@@ -100,23 +100,11 @@ class RegressionConfig(MethodConfig):
     preview_steps: int = 1
 
     def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        check_choice("loss_type", self.loss_type, LOSS_TYPES)
         if self.default_guidance != 0:
             raise ValueError(f"default_guidance must be 0: regression has no unconditional branch, got "
                              f"{self.default_guidance}")
-        if self.resolution < 8 or self.resolution % 2 ** (len(self.ch_mult) - 1):
-            raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by "
-                             f"2^(len(ch_mult) - 1) = {2 ** (len(self.ch_mult) - 1)}")
-        if self.encoder_ch < 1 or self.encoder_ch % self.norm_groups:
-            raise ValueError(f"encoder_ch ({self.encoder_ch}) must be a positive multiple of norm_groups "
-                             f"({self.norm_groups})")
-        if self.image_emb_dim < 1 or self.pose_emb_dim < 1:
-            raise ValueError("image_emb_dim and pose_emb_dim must be >= 1")
-        if self.default_steps < 1 or self.preview_steps < 1 or self.preview_count < 1:
-            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
-        self.ch_mult = tuple(int(m) for m in self.ch_mult)
-        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        check_pose_unet(self)
 
 
 class RegressionNet(nn.Module):
@@ -181,8 +169,9 @@ class RegressionDenoiser(nn.Module):
         return pred.to(x.dtype)
 
 
-class Regression(Method):
-    """Deterministic regression baseline (see the module docstring). ``net`` is the :class:`RegressionNet`."""
+class Regression(SingleViewPairs, Method):
+    """Deterministic regression baseline (see the module docstring). ``net`` is the :class:`RegressionNet`;
+    training pairs (one random conditioning view) are :class:`~vantage.methods.base.SingleViewPairs`'."""
 
     name = "regression"
     config_class = RegressionConfig
@@ -195,22 +184,6 @@ class Regression(Method):
         self.net = RegressionNet(config)
 
     # ------------------------------------------------------------------------------ training
-    def pair_sampler(self) -> PairSampler:
-        """One conditioning view drawn uniformly among the object's other views, and a target."""
-        return PairSampler(min_cond=1, max_cond=1, mode="random")
-
-    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
-        """``(x_cond (B, 3, H, W), cameras (B,), x_target (B, 3, H, W), cameras (B,))`` of a pair batch."""
-        res = self.config.resolution
-        h, w = batch.target.images.shape[-2:]
-        if (h, w) != (res, res):
-            raise ValueError(f"{self.name} is configured for {res}x{res} images but the batch has {w}x{h}; "
-                             f"use data at {res} px or --set resolution={h}")
-        if not batch.cond.valid[:, 0].all():
-            raise ValueError(f"{self.name} needs one conditioning view per sample (cond.valid[:, 0] must be all True)")
-        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
-                batch.target.cameras[:, 0])
-
     def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-pixel MSE (or L1, ``loss_type``) of the predicted target, averaged per sample then over the batch.
 
@@ -247,12 +220,8 @@ class Regression(Method):
     @torch.no_grad()
     def predict(self, x_cond: Tensor, cam_cond: Cameras, cam_target: Cameras) -> Tensor:
         """``(B, 3, H, W)`` predicted targets (clamped to [−1, 1] with ``clip_output``), in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             out = self.net(x_cond, cam_cond, cam_target).float()
-        finally:
-            self.train(was_training)
         return out.clamp(-1, 1) if self.config.clip_output else out
 
     @torch.no_grad()

@@ -44,6 +44,7 @@ Presets: ``relpose-shapes32`` (CPU-sized, like ``3dim-shapes32``) and ``relpose-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,13 +52,19 @@ from torch import Tensor, nn
 from vantage.cameras import Cameras, zero123_relative_pose
 from vantage.diffusion.schedules import CosineLogSNR
 from vantage.methods import register_preset
-from vantage.methods.base import MethodConfig
-from vantage.methods.vp_view import VPViewMethod
+from vantage.methods.base import (
+    MethodConfig,
+    check_choice,
+    check_sampling_counts,
+    check_unet_resolution,
+    int_tuples,
+)
+from vantage.methods.vp_view import VPViewMethod, check_vp_config
 from vantage.nn.blocks import group_norm
 from vantage.nn.embeddings import MLPEmbedder, logsnr_to_cosine_time
 from vantage.nn.unet import UNet, UNetConfig
 
-__all__ = ["RelPoseConfig", "RelPose", "RelPoseNet", "ImageEncoder", "relative_pose", "POSE_DIM"]
+__all__ = ["RelPoseConfig", "RelPose", "RelPoseNet", "ImageEncoder", "relative_pose", "check_pose_unet", "POSE_DIM"]
 
 #: length of the relative pose vector [Δpolar, sin Δazimuth, cos Δazimuth, Δradius]
 POSE_DIM = 4
@@ -126,26 +133,23 @@ class RelPoseConfig(MethodConfig):
     default_guidance: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.cond_drop not in ("all", "pose"):
-            raise ValueError(f"cond_drop must be 'all' or 'pose', got {self.cond_drop!r}")
-        if self.prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
-        if not self.logsnr_min < self.logsnr_max:
-            raise ValueError(f"need logsnr_min < logsnr_max, got {self.logsnr_min}, {self.logsnr_max}")
-        if self.resolution < 8 or self.resolution % 2 ** (len(self.ch_mult) - 1):
-            raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by "
-                             f"2^(len(ch_mult) - 1) = {2 ** (len(self.ch_mult) - 1)}")
-        if self.encoder_ch < 1 or self.encoder_ch % self.norm_groups:
-            raise ValueError(f"encoder_ch ({self.encoder_ch}) must be a positive multiple of norm_groups "
-                             f"({self.norm_groups})")
-        if self.image_emb_dim < 1 or self.pose_emb_dim < 1:
-            raise ValueError("image_emb_dim and pose_emb_dim must be >= 1")
-        if self.default_steps < 1 or self.preview_steps < 1 or self.preview_count < 1:
-            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
-        self.ch_mult = tuple(int(m) for m in self.ch_mult)
-        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        check_choice("cond_drop", self.cond_drop, ("all", "pose"))
+        check_vp_config(self, "cond_dropout")
+        check_pose_unet(self)
+
+
+def check_pose_unet(config: Any) -> None:
+    """Validate (and normalise) the fields :class:`RelPoseConfig` and the regression baseline's config share:
+    resolution vs ``ch_mult``, ``encoder_ch`` a multiple of ``norm_groups``, embedding sizes, sampling
+    counts; ``ch_mult`` and ``attn_resolutions`` become int tuples."""
+    check_unet_resolution(config.resolution, config.ch_mult)
+    if config.encoder_ch < 1 or config.encoder_ch % config.norm_groups:
+        raise ValueError(f"encoder_ch ({config.encoder_ch}) must be a positive multiple of norm_groups "
+                         f"({config.norm_groups})")
+    if config.image_emb_dim < 1 or config.pose_emb_dim < 1:
+        raise ValueError("image_emb_dim and pose_emb_dim must be >= 1")
+    check_sampling_counts(config)
+    int_tuples(config, "ch_mult", "attn_resolutions")
 
 
 class ImageEncoder(nn.Module):

@@ -35,8 +35,14 @@ from torch import Tensor
 
 from vantage.diffusion.schedules import CosineLogSNR
 from vantage.methods import register_preset
-from vantage.methods.base import MethodConfig
-from vantage.methods.vp_view import VPViewMethod
+from vantage.methods.base import (
+    MethodConfig,
+    check_choice,
+    check_sampling_counts,
+    check_unet_resolution,
+    int_tuples,
+)
+from vantage.methods.vp_view import VPViewMethod, check_vp_config
 
 __all__ = ["ThreeDiMConfig", "ThreeDiM", "xunet_config"]
 
@@ -108,21 +114,11 @@ class ThreeDiMConfig(MethodConfig):
     default_guidance: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.pose_mode not in ("absolute", "relative"):
-            raise ValueError(f"pose_mode must be 'absolute' or 'relative', got {self.pose_mode!r}")
-        if self.prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
-        if not 0.0 <= self.pose_dropout < 1.0:
-            raise ValueError(f"pose_dropout must be in [0, 1), got {self.pose_dropout}")
-        if not self.logsnr_min < self.logsnr_max:
-            raise ValueError(f"need logsnr_min < logsnr_max, got {self.logsnr_min}, {self.logsnr_max}")
-        if self.resolution < 8 or self.resolution % 2 ** (len(self.ch_mult) - 1):
-            raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by "
-                             f"2^(len(ch_mult) - 1) = {2 ** (len(self.ch_mult) - 1)}")
-        if self.default_steps < 1 or self.preview_steps < 1 or self.preview_count < 1:
-            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
-        self.ch_mult = tuple(int(m) for m in self.ch_mult)
-        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        check_choice("pose_mode", self.pose_mode, ("absolute", "relative"))
+        check_vp_config(self, "pose_dropout")
+        check_unet_resolution(self.resolution, self.ch_mult)
+        check_sampling_counts(self)
+        int_tuples(self, "ch_mult", "attn_resolutions")
 
 
 def xunet_config(config: ThreeDiMConfig) -> Any:

@@ -53,7 +53,15 @@ from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import DiscreteSchedule, discrete_sigmas
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig
+from vantage.methods.base import (
+    Method,
+    MethodConfig,
+    check_batch_resolution,
+    check_choice,
+    check_sampling_counts,
+    check_unet_resolution,
+    int_tuples,
+)
 from vantage.methods.viewfusion_compose import COMPOSITIONS, Composition, check_views, compose, pack_rows, target_angle
 from vantage.methods.viewfusion_convert import infer_unet_fields, map_reference_state, unwrap_reference_state
 from vantage.methods.viewfusion_sampling import ViewFusionDenoiser, ViewFusionSingleView, composed_strategy
@@ -136,25 +144,20 @@ class ViewFusionConfig(MethodConfig):
         choices = {"composition": COMPOSITIONS, "angle_mode": ("absolute", "relative"),
                    "input_range": ("signed", "unit"), "clip_x0": ("model", "data", "none")}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            check_choice(name, getattr(self, name), allowed)
         if self.azimuth_direction not in (1, -1):
             raise ValueError(f"azimuth_direction must be 1 or -1, got {self.azimuth_direction}")
         if not 1 <= self.min_views <= self.max_views:
             raise ValueError(f"need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}")
         if not 0.0 <= self.target_in_pool_prob <= 1.0:
             raise ValueError(f"target_in_pool_prob must be in [0, 1], got {self.target_in_pool_prob}")
-        if self.resolution < 8 or self.resolution % 2 ** (len(self.ch_mult) - 1):
-            raise ValueError(f"resolution {self.resolution} must be >= 8 and divisible by "
-                             f"2^(len(ch_mult) - 1) = {2 ** (len(self.ch_mult) - 1)}")
-        if min(self.default_steps, self.preview_steps, self.preview_count) < 1:
-            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
+        check_unet_resolution(self.resolution, self.ch_mult)
+        check_sampling_counts(self)
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1 or None, got {self.max_rows}")
         if self.default_guidance:
             raise ValueError("ViewFusion has no classifier-free guidance: default_guidance must be 0")
-        self.ch_mult = tuple(int(m) for m in self.ch_mult)
-        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        int_tuples(self, "ch_mult", "attn_resolutions")
 
 
 def unet_config(config: ViewFusionConfig) -> UNetConfig:
@@ -277,11 +280,7 @@ class ViewFusion(Method):
         return {"loss": loss, "views": views.valid.sum(dim=1).float().mean()}
 
     def _unpack(self, batch: PairBatch) -> tuple[Tensor, ViewSet, Cameras]:
-        res = self.config.resolution
-        h, w = batch.target.images.shape[-2:]
-        if (h, w) != (res, res):
-            raise ValueError(f"ViewFusion is configured for {res}x{res} images but the batch has {w}x{h}; "
-                             f"use data at {res} px or --set resolution={h}")
+        check_batch_resolution(batch, self.config.resolution, "ViewFusion")
         return batch.target.images[:, 0], batch.cond, batch.target.cameras[:, 0]
 
     def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -315,14 +314,10 @@ class ViewFusion(Method):
         x0, views, target = self._unpack(batch)
         n = min(self.config.preview_count, x0.shape[0])
         cond = ViewSetCond(views.index(slice(0, n)), target[:n])
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             sigmas = self.sampling_sigmas(self.config.preview_steps)
             x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
             out = get_sampler(self.config.preview_sampler)(self.set_denoiser(), x, sigmas, cond, generator=generator)
-        finally:
-            self.train(was_training)
         return out.clamp(-1, 1)
 
     # ------------------------------------------------------------------------------ released weights

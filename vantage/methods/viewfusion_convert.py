@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from vantage.state_dicts import state_dict_mismatch
+from vantage.state_dicts import state_dict_mismatch, unwrap_state_dict
 
 __all__ = ["SCHEDULE_BUFFERS", "reference_unet_key", "vantage_unet_key", "unwrap_reference_state", "infer_unet_fields",
            "map_reference_state", "ReferenceKeyError"]
@@ -92,31 +92,8 @@ def unwrap_reference_state(obj: object, where: str = "state dict") -> tuple[dict
     checkpoint ``{"model": ..., ...}`` / ``{"state_dict": ...}``; ``module.`` (DDP) and ``state.``
     (our fixtures) prefixes are stripped. Schedule buffers are returned in ``ignored_keys``.
     """
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict", "model_state_dict"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise ReferenceKeyError(f"{where}: expected a state dict (a mapping of parameter names to tensors), "
-                                f"got {type(obj).__name__}")
-    state, ignored = {}, []
-    for key, value in obj.items():
-        if not isinstance(value, Tensor):
-            ignored.append(str(key))
-            continue
-        k = str(key)
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        if k in SCHEDULE_BUFFERS:
-            ignored.append(str(key))
-            continue
-        state[k] = value
+    state, ignored = unwrap_state_dict(obj, wrappers=("model", "state_dict", "model_state_dict"), prefixes=_PREFIXES,
+                                       where=where, error=ReferenceKeyError, skip=SCHEDULE_BUFFERS)
     if not state:
         raise ReferenceKeyError(f"{where}: holds no tensors besides {ignored[:8]}")
     return state, ignored

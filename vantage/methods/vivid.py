@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vantage.cameras import Cameras
 from vantage.data.pairs import PairBatch, PairSampler
 from vantage.diffusion.denoisers import EDM2Denoiser, LogVarHead
 from vantage.diffusion.guidance import guide_by_network
@@ -46,7 +45,15 @@ from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import karras_sigmas, sample_lognormal_sigma
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig, ViewCond
+from vantage.methods.base import (
+    Method,
+    MethodConfig,
+    SingleViewPairs,
+    ViewCond,
+    check_choice,
+    check_sampling_counts,
+    int_tuples,
+)
 from vantage.methods.vivid_camera import (
     REFERENCE_MEAN,
     REFERENCE_STD,
@@ -125,10 +132,8 @@ class VIVIDConfig(MethodConfig):
     pair_on_short: str = "error"
 
     def __post_init__(self) -> None:
-        self.channel_mult = tuple(int(m) for m in self.channel_mult)
-        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
-        if self.camera not in ("vector", "plucker"):
-            raise ValueError(f"camera must be 'vector' or 'plucker', got {self.camera!r}")
+        int_tuples(self, "channel_mult", "attn_resolutions")
+        check_choice("camera", self.camera, ("vector", "plucker"))
         for name in ("camera_mean", "camera_std"):
             value = getattr(self, name)
             if value is not None:
@@ -147,8 +152,7 @@ class VIVIDConfig(MethodConfig):
             if not 0 <= lo <= hi:
                 raise ValueError(f"guidance_interval must be (sigma_lo, sigma_hi) with 0 <= lo <= hi, got {lo}, {hi}")
             self.guidance_interval = (lo, hi)
-        if self.default_steps < 1 or self.preview_steps < 1 or self.preview_count < 1:
-            raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
+        check_sampling_counts(self)
         self.unet_config()  # validates the structure
         try:
             self.pair_sampler()
@@ -180,10 +184,12 @@ class VIVIDConfig(MethodConfig):
         return self.unet_config()
 
 
-class VIVID(Method):
-    """VIVID (see the module docstring). ``net`` is the encoder + denoiser pair, ``logvar`` the uncertainty head."""
+class VIVID(SingleViewPairs, Method):
+    """VIVID (see the module docstring). ``net`` is the encoder + denoiser pair, ``logvar`` the uncertainty head;
+    a pair batch is unpacked by :class:`~vantage.methods.base.SingleViewPairs` (one source view per sample)."""
 
     name = "vivid"
+    pair_view = "source view"
     config_class = VIVIDConfig
 
     def __init__(self, config: VIVIDConfig) -> None:
@@ -238,17 +244,6 @@ class VIVID(Method):
         """One conditioning (source) view and a target: uniformly among the scene's views, or within the config's
         ``pair_gap`` frames (``"mid"``, ``"long"``, ``(lo, hi)``)."""
         return self.config.pair_sampler()
-
-    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
-        res = self.config.resolution
-        h, w = batch.target.images.shape[-2:]
-        if (h, w) != (res, res):
-            raise ValueError(f"vivid is configured for {res}x{res} images but the batch has {w}x{h}; "
-                             f"use data at {res} px or --set resolution={h}")
-        if not batch.cond.valid[:, 0].all():
-            raise ValueError("vivid needs one source view per sample (cond.valid[:, 0] must be all True)")
-        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
-                batch.target.cameras[:, 0])
 
     def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """EDM2's uncertainty-weighted loss on one (source, target) pair per sample.
@@ -330,14 +325,10 @@ class VIVID(Method):
         x_src, cam_src, x0, cam_tgt = self._unpack(batch)
         n = min(self.config.preview_count, x0.shape[0])
         cond = ViewCond(x_src[:n], cam_src[:n], cam_tgt[:n])
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             sigmas = self.sampling_sigmas(self.config.preview_steps)
             x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
             out = get_sampler(self.config.preview_sampler)(self.edm2_denoiser(), x, sigmas, cond, generator=generator)
-        finally:
-            self.train(was_training)
         return out.clamp(-1, 1)
 
 

@@ -30,7 +30,6 @@ then ``vantage convert vivid vivid-base.safetensors --out runs/vivid-base`` (and
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -38,7 +37,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from vantage.state_dicts import state_dict_mismatch
+from vantage.state_dicts import state_dict_mismatch, unwrap_state_dict
 
 __all__ = ["ReferenceKeyError", "unwrap_reference_state", "reference_key", "infer_vivid_fields", "map_reference_state",
            "convert_vivid"]
@@ -55,25 +54,8 @@ class ReferenceKeyError(ValueError):
 def unwrap_reference_state(obj: object, where: str = "state dict") -> tuple[dict[str, Tensor], list[str]]:
     """``(state, ignored_keys)``: the network's tensors from a state dict (or ``{"ema"|"net"|"model"|
     "state_dict": state}``), with ``module.``/``state.``/``ema.``/``net.`` prefixes stripped."""
-    if isinstance(obj, Mapping):
-        for wrapper in ("ema", "net", "model", "state_dict"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise ReferenceKeyError(f"{where}: expected a state dict (parameter names -> tensors), "
-                                f"got {type(obj).__name__}")
-    state, ignored = {}, []
-    for key, value in obj.items():
-        if not isinstance(value, Tensor):
-            ignored.append(str(key))
-            continue
-        k = str(key)
-        while k.startswith(_PREFIXES):
-            k = k.split(".", 1)[1]
-        state[k] = value
-    return state, ignored
+    return unwrap_state_dict(obj, wrappers=("ema", "net", "model", "state_dict"), prefixes=_PREFIXES, where=where,
+                             error=ReferenceKeyError)
 
 
 def reference_key(key: str) -> str:
@@ -164,39 +146,27 @@ def convert_vivid(path: Path, out: Path, *, preset: str | None = None, overrides
                   overwrite: bool = False, log=print) -> Path:
     """Convert reference VIVID weights at ``path`` into the run folder ``out``; returns the checkpoint folder."""
     import vantage.methods as vm
-    from vantage import __version__
-    from vantage.cli.convert import read_weights
+    from vantage.cli.convert import (
+        check_out,
+        explicit_fields,
+        merge_inferred,
+        preset_values,
+        read_weights,
+        write_converted_run,
+    )
     from vantage.cli.main import UserError
     from vantage.methods.vivid_camera import reference_camera_statistics
-    from vantage.outputs import OutputExistsError
-    from vantage.train.checkpoint import RUN_FORMAT, atomic_write_json, find_checkpoint, save_checkpoint
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
+    out = check_out(out, overwrite)
     state, ignored = unwrap_reference_state(read_weights(path), str(path))
     try:
         inferred = infer_vivid_fields(state, str(path))
     except ReferenceKeyError as e:
         raise UserError(str(e)) from None
     preset = preset or ("vivid-re10k64" if inferred["conditional"] else "vivid-uncond")
-    presets = vm.all_presets()
-    if preset not in presets or presets[preset][0] != "vivid":
-        known = [p for p, v in presets.items() if v[0] == "vivid"]
-        raise UserError(f"--preset {preset} is not a vivid preset; choose one of {', '.join(known)}")
-    cls = vm.method_class("vivid")
-    try:
-        explicit = vm.parse_overrides(overrides or [], cls.config_class)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    values = dict(presets[preset][1])
-    for key, value in inferred.items():
-        if key in explicit and explicit[key] != value:
-            raise UserError(f"--set {key}={explicit[key]!r} contradicts the weights in {path}, "
-                            f"which have {key}={value!r}")
-        if key in values and values[key] != value:
-            log(f"note: the weights have {key}={value!r} (preset {preset}: {values[key]!r}); using the weights'")
-    values.update(inferred)
+    values = preset_values(preset, "vivid")
+    explicit = explicit_fields(overrides, "vivid")
+    merge_inferred(values, inferred, explicit, path=path, preset=preset, log=log)
     if "camera_mean" not in explicit and "camera_std" not in explicit:
         values["camera_mean"], values["camera_std"] = reference_camera_statistics(inferred["resolution"])
     values.update(explicit)
@@ -208,16 +178,7 @@ def convert_vivid(path: Path, out: Path, *, preset: str | None = None, overrides
                         ) from None
     except ValueError as e:
         raise UserError(f"cannot build a VIVID model for {path}: {e}") from None
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    run_cfg = {"format": RUN_FORMAT, "vantage_version": __version__, **method.to_json(), "preset": preset,
-               "converted_from": {"path": str(path), "sha256": sha, "ignored_keys": ignored}}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", run_cfg)
-    ckpt = save_checkpoint(out, 0, config={**run_cfg, "step": 0, "images": 0}, weights=method.state_dict(),
-                           training_state={"step": 0, "converted": True})
-    if find_checkpoint(out) != ckpt:
-        raise UserError(f"{out} holds newer checkpoints than the converted one ({find_checkpoint(out)}); "
-                        f"use an empty --out")
+    ckpt = write_converted_run(method, path, out, preset=preset, ignored=ignored)
     c = method.config
     n = sum(p.numel() for p in method.parameters())
     log(f"converted {path} -> {ckpt} ({n:,} parameters, {c.resolution}x{c.resolution}, "

@@ -198,13 +198,9 @@ class VIVIDSR(VIVID):
                       low_res=self.low_res_condition(low.to(dev), generator))
         sigmas = self.sampling_sigmas(steps or cfg.default_steps)
         x = randn(tuple(source.shape), generator, device=dev) * float(sigmas[0])
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             out = get_sampler(sampler or cfg.default_sampler)(self.edm2_denoiser(), x, sigmas, cond,
                                                               generator=generator)
-        finally:
-            self.train(was_training)
         return out.clamp(-1, 1)
 
     @torch.no_grad()

@@ -12,20 +12,28 @@ dropout probability) and ``dropped_stat`` (the name of the logged dropped fracti
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from vantage.cameras import Cameras
-from vantage.data.pairs import PairBatch, PairSampler
+from vantage.data.pairs import PairBatch
 from vantage.diffusion.denoisers import VPDenoiser
 from vantage.diffusion.losses import eps_mse_loss, vp_training_inputs
 from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
-from vantage.methods.base import Method, ViewCond
+from vantage.methods.base import Method, SingleViewPairs, ViewCond, check_choice, check_probability
 
-__all__ = ["VPViewMethod"]
+__all__ = ["VPViewMethod", "check_vp_config"]
+
+
+def check_vp_config(config: Any, dropout_field: str) -> None:
+    """Validate the fields :class:`VPViewMethod` reads: ``prediction`` (``"eps"`` or ``"v"``), the dropout
+    probability ``config.<dropout_field>`` in [0, 1) and ``logsnr_min < logsnr_max``."""
+    check_choice("prediction", config.prediction, ("eps", "v"))
+    check_probability(dropout_field, getattr(config, dropout_field))
+    if not config.logsnr_min < config.logsnr_max:
+        raise ValueError(f"need logsnr_min < logsnr_max, got {config.logsnr_min}, {config.logsnr_max}")
 
 
 class _NetCall:
@@ -39,8 +47,9 @@ class _NetCall:
                    **{self.drop_keyword: cond.drop})
 
 
-class VPViewMethod(Method):
-    """Base of the single-view VP methods (see the module docstring)."""
+class VPViewMethod(SingleViewPairs, Method):
+    """Base of the single-view VP methods (see the module docstring). Training pairs (one random
+    conditioning view) and their unpacking are :class:`~vantage.methods.base.SingleViewPairs`'."""
 
     drop_keyword: ClassVar[str] = "drop"
     dropout_field: ClassVar[str] = "cond_dropout"
@@ -48,23 +57,6 @@ class VPViewMethod(Method):
     net: nn.Module
 
     # ------------------------------------------------------------------------------ training
-    def pair_sampler(self) -> PairSampler:
-        """One conditioning view drawn uniformly among the object's other views, and a target."""
-        return PairSampler(min_cond=1, max_cond=1, mode="random")
-
-    def _unpack(self, batch: PairBatch) -> tuple[Tensor, Cameras, Tensor, Cameras]:
-        """``(x_cond (B, 3, H, W), cameras (B,), x_target (B, 3, H, W), cameras (B,))`` of a pair batch."""
-        res = self.config.resolution
-        h, w = batch.target.images.shape[-2:]
-        if (h, w) != (res, res):
-            raise ValueError(f"{self.name} is configured for {res}x{res} images but the batch has {w}x{h}; "
-                             f"use data at {res} px or --set resolution={h}")
-        if not batch.cond.valid[:, 0].all():
-            raise ValueError(f"{self.name} needs one conditioning view per sample "
-                             f"(cond.valid[:, 0] must be all True)")
-        return (batch.cond.images[:, 0], batch.cond.cameras[:, 0], batch.target.images[:, 0],
-                batch.target.cameras[:, 0])
-
     def dropout_mask(self, batch: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> Tensor:
         """``(batch,)`` bool: True where the conditioning is dropped (probability ``config.<dropout_field>``).
@@ -133,13 +125,9 @@ class VPViewMethod(Method):
         x_cond, cam_cond, x0, cam_tgt = self._unpack(batch)
         n = min(self.config.preview_count, x0.shape[0])
         cond = ViewCond(x_cond[:n], cam_cond[:n], cam_tgt[:n])
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             den = self.single_view_denoiser(self.config.default_guidance)
             sigmas = self.sampling_sigmas(self.config.preview_steps)
             x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
             out = get_sampler(self.config.preview_sampler)(den, x, sigmas, cond, generator=generator)
-        finally:
-            self.train(was_training)
         return out.clamp(-1, 1)

@@ -301,10 +301,12 @@ def load_inputs(paths: Sequence[str | Path], resolution: int, *, input_view: int
 
 
 def orbit_targets(input_camera: Cameras, n: int, *, elevation_deg: float | None = None,
-                  arc_deg: float = 360.0) -> Cameras:
+                  arc_deg: float = 360.0, start_deg: float = 0.0) -> Cameras:
     """``(n,)`` cameras on the orbit through ``input_camera`` ``(1,)`` or ``()`` (module docstring).
 
-    ``arc_deg < 360`` spans a partial arc ``[0, arc_deg]`` inclusively."""
+    ``arc_deg`` degrees of azimuth from ``start_deg`` (relative to the input camera's): a full turn
+    (±360) gives ``n`` evenly spaced views with the end left out; a partial arc spans ``[start, start + arc]``
+    inclusively. Without ``elevation_deg``, a start at a multiple of 360 reproduces the input camera exactly."""
     if n < 1:
         raise ValueError(f"an orbit needs at least 1 view, got {n}")
     cam = input_camera.flatten()[:1]
@@ -313,13 +315,13 @@ def orbit_targets(input_camera: Cameras, n: int, *, elevation_deg: float | None 
         raise ValueError("the input camera sits at the origin: cannot orbit around it")
     if elevation_deg is not None:
         polar = math.radians(90.0 - elevation_deg)
-    full = abs(arc_deg - 360.0) < 1e-9
+    full = abs(abs(arc_deg) - 360.0) < 1e-9
     step = arc_deg / n if full or n == 1 else arc_deg / (n - 1)
-    az = torch.tensor([az0 + math.radians(k * step) for k in range(n)], dtype=torch.float64)
+    az = torch.tensor([az0 + math.radians(start_deg + k * step) for k in range(n)], dtype=torch.float64)
     eye = spherical_to_cartesian(torch.full_like(az, polar), az, torch.full_like(az, r)).to(cam.c2w.dtype)
     c2w = look_at(eye)
-    if elevation_deg is None:
-        c2w[0] = cam.c2w[0]  # exactly the input camera at k = 0 (no round-off)
+    if elevation_deg is None and start_deg % 360.0 == 0:
+        c2w[0] = cam.c2w[0]  # exactly the input camera (no round-off)
     return Cameras(c2w, cam.K.expand(n, 3, 3).clone(), cam.width, cam.height)
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vantage.cameras import Cameras, cartesian_to_spherical, look_at, spherical_to_cartesian
+from vantage.cameras import Cameras, cartesian_to_spherical
 from vantage.data.formats.common import DatasetError, rigid_pose
-from vantage.sampling.inputs import SampleInput, match_views
+from vantage.sampling.inputs import SampleInput, match_views, orbit_targets
 
 __all__ = ["parse_arc", "arc_targets", "read_cameras", "fit_cameras", "choose_targets", "camera_entry"]
 
@@ -74,20 +74,7 @@ def arc_targets(input_camera: Cameras, n: int, *, start_deg: float = 0.0, end_de
     if elevation_deg is not None and not -90.0 < elevation_deg < 90.0:
         raise ValueError(f"the elevation must be in (-90, 90) degrees (at a pole every azimuth is the same camera), "
                          f"got {elevation_deg:g}")
-    cam = input_camera.flatten()[:1]
-    polar, az0, r = (float(v) for v in cam.spherical()[0].double())
-    if r < 1e-6:
-        raise ValueError("the input camera sits at the origin: cannot orbit around it")
-    if elevation_deg is not None:
-        polar = math.radians(90.0 - elevation_deg)
-    full = abs(abs(span) - 360.0) < 1e-9
-    step = span / n if full or n == 1 else span / (n - 1)
-    az = torch.tensor([az0 + math.radians(start_deg + k * step) for k in range(n)], dtype=torch.float64)
-    eye = spherical_to_cartesian(torch.full_like(az, polar), az, torch.full_like(az, r)).to(cam.c2w.dtype)
-    c2w = look_at(eye)
-    if elevation_deg is None and start_deg % 360.0 == 0:
-        c2w[0] = cam.c2w[0]  # exactly the input camera (no round-off)
-    return Cameras(c2w, cam.K.expand(n, 3, 3).clone(), cam.width, cam.height)
+    return orbit_targets(input_camera, n, elevation_deg=elevation_deg, arc_deg=span, start_deg=start_deg)
 
 
 def _matrix(value: object, shape: tuple[int, int], where: str) -> Tensor:

@@ -84,46 +84,13 @@ class DataSpec:
         return {"spec": self.spec, "format": self.format, "options": dict(self.options)}
 
 
-class ResizedScenes(SceneDataset):
-    """A :class:`SceneDataset` whose views are resized to ``resolution`` x ``resolution`` on load."""
+class _WrappedScenes(SceneDataset):
+    """A :class:`SceneDataset` that passes everything through to ``scenes`` (subclasses change some of it)."""
 
-    def __init__(self, scenes: SceneDataset, resolution: int) -> None:
+    def __init__(self, scenes: SceneDataset) -> None:
         super().__init__()
-        self.scenes, self.resolution = scenes, int(resolution)
-        self.format_name = scenes.format_name
-        self.skipped = scenes.skipped
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def scene_name(self, index: int) -> str:
-        return self.scenes.scene_name(index)
-
-    def num_views(self, index: int) -> int:
-        return self.scenes.num_views(index)
-
-    def load(self, index: int, views: Sequence[int] | None = None) -> ObjectViews:
-        v = self.scenes.load(index, views)
-        cams, images, masks, depth = resize_views(v.cameras, v.images, v.masks, v.depth, size=self.resolution,
-                                                  where=f"scene '{v.name}'")
-        return ObjectViews(images=images, cameras=cams, masks=masks, depth=depth, view_ids=v.view_ids,
-                           name=v.name, meta=v.meta)
-
-
-class WithSingleImages(SceneDataset):
-    """The training scenes plus single-image pairs to mix in (:func:`make_pair_dataset` builds the
-    :class:`~vantage.data.single_image.MixedPairs`); as a :class:`SceneDataset` it is the scenes."""
-
-    def __init__(self, scenes: SceneDataset, singles_folder: str | Path, fraction: float, resolution: int,
-                 **single_options: Any) -> None:
-        from vantage.data.single_image import SingleImagePairs
-
-        super().__init__()
-        if not 0 < fraction < 1:
-            raise DatasetError(f"-o single_fraction must be in (0, 1), got {fraction}")
-        self.scenes, self.fraction = scenes, float(fraction)
+        self.scenes = scenes
         self.format_name, self.skipped = scenes.format_name, scenes.skipped
-        self.singles = SingleImagePairs(singles_folder, resolution, **single_options)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -136,6 +103,36 @@ class WithSingleImages(SceneDataset):
 
     def load(self, index: int, views: Sequence[int] | None = None) -> ObjectViews:
         return self.scenes.load(index, views)
+
+
+class ResizedScenes(_WrappedScenes):
+    """A :class:`SceneDataset` whose views are resized to ``resolution`` x ``resolution`` on load."""
+
+    def __init__(self, scenes: SceneDataset, resolution: int) -> None:
+        super().__init__(scenes)
+        self.resolution = int(resolution)
+
+    def load(self, index: int, views: Sequence[int] | None = None) -> ObjectViews:
+        v = self.scenes.load(index, views)
+        cams, images, masks, depth = resize_views(v.cameras, v.images, v.masks, v.depth, size=self.resolution,
+                                                  where=f"scene '{v.name}'")
+        return ObjectViews(images=images, cameras=cams, masks=masks, depth=depth, view_ids=v.view_ids,
+                           name=v.name, meta=v.meta)
+
+
+class WithSingleImages(_WrappedScenes):
+    """The training scenes plus single-image pairs to mix in (:func:`make_pair_dataset` builds the
+    :class:`~vantage.data.single_image.MixedPairs`); as a :class:`SceneDataset` it is the scenes."""
+
+    def __init__(self, scenes: SceneDataset, singles_folder: str | Path, fraction: float, resolution: int,
+                 **single_options: Any) -> None:
+        from vantage.data.single_image import SingleImagePairs
+
+        if not 0 < fraction < 1:
+            raise DatasetError(f"-o single_fraction must be in (0, 1), got {fraction}")
+        super().__init__(scenes)
+        self.fraction = float(fraction)
+        self.singles = SingleImagePairs(singles_folder, resolution, **single_options)
 
 
 def open_training_data(data: DataSpec, resolution: int, log: Callable[[str], None] = print) -> SceneDataset:
