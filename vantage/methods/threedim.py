@@ -160,9 +160,9 @@ _SHAPES = {"default_sampler": "ddpm", "dropout": 0.0, "pose_mode": "absolute", "
 register_preset("3dim-shapes32", "3dim", {
     **_SHAPES, "resolution": 32, "ch": 32, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 1,
     "attn_resolutions": (4, 8), "num_heads": 4, "emb_ch": 128, "ray_octaves_origin": 6, "origin_scale": 2.5,
-    "concat_cond": True, "default_steps": 64, "default_guidance": 0.0, "preview_steps": 16,
+    "concat_cond": True, "pose_mode": "relative", "default_steps": 64, "default_guidance": 0.0, "preview_steps": 16,
 }, "tiny 3DiM on 32x32 synthetic objects (2.4M parameters, 9.6 MB fp32; v-prediction, condition also "
-   "concatenated): the CPU-trained default model")
+   "concatenated, relative poses): the CPU-trained default model")
 register_preset("3dim-shapes64", "3dim", {
     **_SHAPES, "resolution": 64, "ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2,
     "attn_resolutions": (8, 16), "num_heads": 4, "emb_ch": 128, "default_steps": 128,
