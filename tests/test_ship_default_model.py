@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ship_default_model.py"
 TINY = ["--set", "resolution=16", "--set", "ch=16", "--set", "ch_mult=[1,2]", "--set", "attn_resolutions=[8]",
-        "--set", "num_heads=2", "--set", "emb_ch=32", "--set", "norm_groups=8", "--set", "pose_mode=relative"]
+        "--set", "num_heads=2", "--set", "emb_ch=32", "--set", "norm_groups=8", "--set", "pose_mode=absolute"]
 
 
 def _ship_module():
@@ -39,7 +39,7 @@ def test_ship_writes_the_files_and_a_command_that_rebuilds_the_run(tmp_path, cap
     text = (assets / "TRAINING.md").read_text()
     assert "test machine" in text and "step 1" in text
     cmd = next(line for line in text.splitlines() if line.startswith("vantage train"))
-    assert "--set pose_mode=relative" in cmd and "--set train.lr=0.0003" in cmd and "--set prediction" not in cmd
+    assert "--set pose_mode=absolute" in cmd and "--set train.lr=0.0003" in cmd and "--set prediction" not in cmd
     capsys.readouterr()
     # the rebuilt command on the same run folder: the stored config and the command's agree, nothing to do
     argv = shlex.split(cmd)[1:]
