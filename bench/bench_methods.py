@@ -45,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness beside this file
 
+from bench_xunet import rss_mib, sync  # noqa: E402  (VmRSS / VmHWM in MiB; CUDA sync)
 from harness import DEFAULT_METHODS, TINY  # noqa: E402
 from harness_report import hardware, hardware_line  # noqa: E402
 
@@ -53,24 +54,6 @@ EXTRA_TRAIN = {"viewfusion-shapes32": ("viewfusion-shapes32 (1 view)", {"max_vie
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def rss_mib(field: str = "VmRSS") -> float:
-    """Current (``VmRSS``) or peak (``VmHWM``) resident set of this process in MiB (``ru_maxrss`` without /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def sync(device: torch.device) -> None:
-    torch.cuda.synchronize(device) if device.type == "cuda" else None
-
-
 def memory_start(device: torch.device) -> float:
     """Start a peak-memory measurement; returns the baseline (MiB). On CPU (Linux): freed heap memory is handed
     back (``malloc_trim``) and the process's peak RSS is reset to its current RSS (``/proc/self/clear_refs``)."""
