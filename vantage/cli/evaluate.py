@@ -2,7 +2,7 @@
 
     vantage evaluate --checkpoint RUN_DIR --protocol P --out DIR [--data PATH] [--device D]
                      [--objects N] [--steps K]
-    vantage evaluate --pred DIR --gt DIR --out DIR [--protocol P] [--device D]
+    vantage evaluate --pred DIR --gt DIR --out DIR [--protocol P] [--inputs DIR] [--device D]
     vantage evaluate --list
 
 Checkpoint mode runs the protocol's objects through the model (input views -> target views, with
@@ -14,7 +14,10 @@ dataset on disk (SRN, NMR, RealEstate10K) needs its folder with ``--data``. ``--
 Files mode scores an existing folder of predictions against a folder of ground truth, matched
 by relative path without extension (``obj/000012.png`` <-> ``obj/000012.jpg``); ``--protocol``
 takes the metric settings and background from a protocol (default: PSNR, SSIM with the 11x11
-Gaussian window, LPIPS-VGG, mean over images, white background).
+Gaussian window, LPIPS-VGG, mean over images, white background). The joint FID (``jfid`` in the
+protocol's metrics) pairs each target with its source view: give the input views with ``--inputs``
+(the ``inputs/`` folder of a checkpoint-mode evaluation: one image per object folder, or one image
+per target under the target's relative name).
 
 Writes into ``--out`` (new or empty, unless ``--overwrite``): ``metrics.json`` (settings, vantage
 version, means, per image, per object), ``metrics.md``, ``per_image.csv``, ``per_object.csv``
@@ -38,10 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="score generated views against ground truth (checkpoint + protocol, or two folders)")
     p.add_argument("--checkpoint", type=Path, default=None, help="run directory or checkpoint folder (checkpoint mode)")
     p.add_argument("--protocol", default=None,
-                   help="a shipped protocol name (synthetic-v1, srn-cars-v1, nmr-v1, realestate10k-v1; a name "
-                        "without -vN is its newest version) or a protocol JSON file")
+                   help="a shipped protocol name (synthetic-v1, srn-cars-v1, nmr-v1, realestate10k-v1, "
+                        "realestate10k-mid-v1, realestate10k-long-v1; a name without -vN is its newest version) or a "
+                        "protocol JSON file")
     p.add_argument("--pred", type=Path, default=None, help="folder of predicted images (files mode)")
     p.add_argument("--gt", type=Path, default=None, help="folder of ground-truth images (files mode)")
+    p.add_argument("--inputs", type=Path, default=None,
+                   help="folder of the input (source) views, for the joint FID (files mode, a protocol listing jfid): "
+                        "the only image of each target's object folder, or an image with the target's relative name")
     p.add_argument("--out", type=Path, default=None, help="output folder (must be new or empty)")
     p.add_argument("--data", type=Path, default=None,
                    help="dataset folder for a protocol on a dataset on disk (its root, e.g. the folder holding "
@@ -75,6 +82,9 @@ def _check_args(args: argparse.Namespace) -> str:
         if used:
             raise UserError(f"{', '.join(used)} only apply to checkpoint mode (--checkpoint)")
         return "files"
+    if args.inputs is not None:
+        raise UserError("--inputs only applies to files mode (--pred, --gt); checkpoint mode pairs each target with "
+                        "the input view it generated it from")
     if args.protocol is None:
         raise UserError("checkpoint mode needs --protocol (a shipped name such as synthetic-v1, or a JSON file; "
                         "see --list)")
@@ -90,7 +100,7 @@ def _list() -> int:
     for name, path in shipped_protocols().items():
         p = load_protocol(path)
         data = p.dataset.spec or f"{p.dataset.format} ({p.dataset.split or 'all'})"
-        print(f"{name:18s} {data}, {p.resolution} px, metrics {', '.join(p.metrics.names)}")
+        print(f"{name:22s} {data}, {p.resolution} px, metrics {', '.join(p.metrics.names)}")
     return 0
 
 
@@ -131,9 +141,20 @@ def cmd_evaluate(args) -> int:
 
             settings = protocol.metrics if protocol is not None else MetricSettings()
             background = protocol.background if protocol is not None else (1.0, 1.0, 1.0)
+            if args.inputs is not None and "jfid" not in settings.names:
+                raise UserError(f"--inputs is used only by the joint FID, and the metrics "
+                                f"({', '.join(settings.names)}) do not include jfid: give a --protocol whose "
+                                f"metrics list jfid (e.g. realestate10k-mid-v1), or leave out --inputs")
+            if args.inputs is None and "jfid" in settings.names:
+                raise UserError(f"protocol {protocol.label} asks for the joint FID (jfid), which pairs each target "
+                                f"with its source (input) view: give the input views with --inputs DIR (e.g. the "
+                                f"inputs/ folder of a checkpoint-mode evaluation)")
+            if args.inputs is not None and not args.inputs.is_dir():
+                raise UserError(f"--inputs: folder not found: {args.inputs}")
             print(f"scoring {args.pred} against {args.gt}"
                   + (f" with the metric settings of protocol {protocol.label}" if protocol else ""))
-            result = evaluate_folders(args.pred, args.gt, settings=settings, background=background, device=device)
+            result = evaluate_folders(args.pred, args.gt, settings=settings, background=background,
+                                      sources=args.inputs, device=device)
             files = write_report(out, result, settings=settings, mode="files", protocol=protocol,
                                  background=background)
     except (ProtocolError, EvaluationError, CheckpointError) as e:
@@ -149,8 +170,9 @@ def cmd_evaluate(args) -> int:
     print(f"{result['images']} images: {_summary_line(result)}")
     if "baseline" in result:
         print(f"copy-the-input baseline: {_summary_line(result['baseline'])}")
+    labels = {"fid": "FID", "kid_mean": "KID", "jfid": "joint FID"}
     for key, value in result["set_metrics"].items():
-        if key in ("fid", "kid_mean"):
-            print(f"{key.upper().replace('_MEAN', '')}: {value:.4g}")
+        if key in labels:
+            print(f"{labels[key]}: {value:.4g}")
     print(f"wrote to {out}/: {', '.join(files)}")
     return 0

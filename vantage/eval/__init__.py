@@ -1,4 +1,4 @@
-"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID, 3D consistency (docs/consistency.md).
+"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID and joint FID, 3D consistency (docs/consistency.md).
 
 Input conventions (see docs/metrics.md): :func:`psnr`/:func:`ssim` take [0, 1] images (map
 vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS` and :class:`FIDInceptionV3` take
@@ -7,7 +7,17 @@ vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS` and :class:`FIDIn
 """
 
 from vantage.eval.consistency import adjacent_view_score, consistency_score, reprojection_error, split_views
-from vantage.eval.fid import FeatureStats, feature_stats, fid, frechet_distance, kid, load_stats, save_stats
+from vantage.eval.fid import (
+    FeatureStats,
+    feature_stats,
+    fid,
+    frechet_distance,
+    joint_features,
+    joint_fid,
+    kid,
+    load_stats,
+    save_stats,
+)
 from vantage.eval.inception import FIDInceptionV3
 from vantage.eval.lpips import LPIPS
 from vantage.eval.mesh import Mesh, field_mesh, marching_tetrahedra, write_mesh
@@ -26,6 +36,8 @@ __all__ = [
     "fid",
     "find_weights",
     "frechet_distance",
+    "joint_features",
+    "joint_fid",
     "kid",
     "load_stats",
     "psnr",

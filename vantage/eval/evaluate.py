@@ -10,7 +10,9 @@ as ``(3, H, W)`` in [-1, 1] and scored with :mod:`vantage.eval.metrics` on [0, 1
 * per image: PSNR (peak ``psnr_data_range``, identical images count as 100 dB so that means stay
   finite), SSIM (``"gaussian"`` 11x11 σ 1.5 or ``"uniform7"``), LPIPS (``lpips_net``) when its
   weight files are present (else only LPIPS is skipped and the missing file is named);
-* over the whole set: FID and KID (Inception features) when asked for and the weights are present.
+* over the whole set: FID and KID (Inception features) when asked for and the weights are present;
+  the joint FID (``jfid``, VIVID's: :func:`vantage.eval.fid.joint_fid`) also needs the source
+  (input) view of every target, given as ``sources`` (``--inputs DIR``; see :func:`match_sources`).
 
 An image in a sub-folder belongs to the object named by that sub-folder (``obj/000012.png`` ->
 ``obj``); means are over images, or of per-object means (``average="objects"``, pixelNeRF's way).
@@ -34,10 +36,11 @@ from vantage.data.formats.common import IMAGE_EXTENSIONS, DatasetError, load_ima
 from vantage.eval.metrics import psnr, ssim, to_unit
 from vantage.eval.protocol import MetricSettings
 
-__all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "load_rgb", "evaluate_folders", "summarise",
-           "combine_samples", "PER_IMAGE_METRICS", "PSNR_CAP"]
+__all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "match_sources", "load_rgb", "evaluate_folders",
+           "summarise", "combine_samples", "PER_IMAGE_METRICS", "SET_METRICS", "PSNR_CAP"]
 
 PER_IMAGE_METRICS = ("psnr", "ssim", "lpips")
+SET_METRICS = ("fid", "kid", "jfid")  # over the whole set, from Inception features
 PSNR_CAP = 100.0
 _SHOW = 5  # names listed in an error before "... (N in all)"
 
@@ -88,6 +91,42 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, P
     return [(k, pred[k], gt[k]) for k in sorted(gt)]
 
 
+def match_sources(names: Sequence[str], inputs_dir: str | Path) -> dict[str, Path]:
+    """The source (input) image of each target ``name``, found in ``inputs_dir``, for the joint FID.
+
+    A target's source is the image with the same relative name (``inputs/obj/000030.png`` for the
+    target ``obj/000030``), else the only image in the target's object folder (the layout checkpoint
+    mode writes: ``inputs/<object>/<input view>.png``; ``obj/000030`` -> ``inputs/obj/000000.png``).
+    Targets without a source, or whose object folder holds several images, are an error naming them.
+    """
+    inputs = list_images(inputs_dir)
+    by_object: dict[str, list[Path]] = {}
+    for key, path in inputs.items():
+        by_object.setdefault(key.rpartition("/")[0], []).append(path)
+    out: dict[str, Path] = {}
+    missing, ambiguous = [], []
+    for name in names:
+        if name in inputs:
+            out[name] = inputs[name]
+            continue
+        found = by_object.get(name.rpartition("/")[0], [])
+        if len(found) == 1:
+            out[name] = found[0]
+        else:
+            (ambiguous if found else missing).append(name)
+    if missing or ambiguous:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} target(s) have no source image: {_listing(missing)}")
+        if ambiguous:
+            parts.append(f"{len(ambiguous)} target(s) have several candidates in their object folder: "
+                         f"{_listing(ambiguous)}")
+        raise EvaluationError(f"{inputs_dir}: the joint FID needs the source (input) view of every target, as an "
+                              f"image with the target's relative name or as the only image of its object folder; "
+                              + "; ".join(parts))
+    return out
+
+
 def load_rgb(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tensor:
     """An image file as ``(3, H, W)`` in [-1, 1] (alpha composited on ``background``); errors name the file."""
     try:
@@ -101,7 +140,7 @@ def load_rgb(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tenso
 
 # --------------------------------------------------------------------------------------- scoring
 class Scorer:
-    """Per-image metrics of ``(B, 3, H, W)`` batches in [-1, 1], plus Inception features for FID/KID.
+    """Per-image metrics of ``(B, 3, H, W)`` batches in [-1, 1], plus Inception features for FID/KID/joint FID.
 
     The LPIPS and Inception networks are built once, when their metrics are asked for; a missing
     weight file puts the metric in ``skipped`` (with the message naming the file) instead of failing.
@@ -115,7 +154,7 @@ class Scorer:
         self.skipped: dict[str, str] = {}
         self.notes: list[str] = []
         self.lpips = self.inception = None
-        self.features: dict[str, list[Tensor]] = {"pred": [], "gt": []}
+        self.features: dict[str, list[Tensor]] = {"pred": [], "gt": [], "source": []}
         if "lpips" in settings.names:
             from vantage.eval.lpips import LPIPS
 
@@ -123,13 +162,13 @@ class Scorer:
                 self.lpips = LPIPS(settings.lpips_net).to(self.device)
             except WeightsUnavailable as e:
                 self.skipped["lpips"] = str(e)
-        if {"fid", "kid"} & set(settings.names):
+        if set(SET_METRICS) & set(settings.names):
             from vantage.eval.inception import FIDInceptionV3
 
             try:
                 self.inception = FIDInceptionV3().to(self.device)
             except WeightsUnavailable as e:
-                for m in ("fid", "kid"):
+                for m in SET_METRICS:
                     if m in settings.names:
                         self.skipped[m] = str(e)
 
@@ -138,12 +177,25 @@ class Scorer:
             self.notes.append(text)
 
     @torch.no_grad()
-    def score(self, names: Sequence[str], pred: Tensor, gt: Tensor, *, features: bool = True) -> list[dict[str, Any]]:
-        """One record per image: ``{"image", "object", "psnr", "ssim", "lpips"}`` (``None`` when not computed)."""
+    def score(self, names: Sequence[str], pred: Tensor, gt: Tensor, *, features: bool = True,
+              source: Tensor | None = None) -> list[dict[str, Any]]:
+        """One record per image: ``{"image", "object", "psnr", "ssim", "lpips"}`` (``None`` when not computed).
+
+        ``source`` ``(B, 3, H', W')`` in [-1, 1]: the source (input) view of each target, for the joint
+        FID; needed with ``features`` when ``jfid`` is asked for and the Inception network is loaded.
+        """
         if pred.shape != gt.shape or pred.ndim != 4 or pred.shape[1] != 3:
             raise EvaluationError(f"prediction and truth batches must both be (B, 3, H, W), got {tuple(pred.shape)} "
                                   f"and {tuple(gt.shape)} for {_listing(list(names))}")
-        for which, t in (("prediction", pred), ("ground truth", gt)):
+        joint = features and self.inception is not None and "jfid" in self.settings.names
+        if joint and source is None:
+            raise EvaluationError(f"the joint FID (jfid) needs the source (input) view of every target; none was "
+                                  f"given for {_listing(list(names))}")
+        if source is not None and (source.ndim != 4 or source.shape[:2] != pred.shape[:2]):
+            raise EvaluationError(f"source batch must be (B, 3, H', W') with B = {pred.shape[0]}, got "
+                                  f"{tuple(source.shape)} for {_listing(list(names))}")
+        checks = (("prediction", pred), ("ground truth", gt)) + ((("source", source),) if source is not None else ())
+        for which, t in checks:
             bad = [n for n, ok in zip(names, torch.isfinite(t).flatten(1).all(1).tolist()) if not ok]
             if bad:
                 raise EvaluationError(f"{which} image(s) with NaN or infinite values: {_listing(bad)}")
@@ -170,24 +222,32 @@ class Scorer:
         if features and self.inception is not None:
             self.features["pred"].append(self.inception(pred.to(self.device).float().clamp(-1, 1)).cpu())
             self.features["gt"].append(self.inception(gt.to(self.device).float().clamp(-1, 1)).cpu())
+            if joint:
+                self.features["source"].append(self.inception(source.to(self.device).float().clamp(-1, 1)).cpu())
         return [{"image": n, "object": n.rpartition("/")[0], **{m: cols[m][i] for m in PER_IMAGE_METRICS}}
                 for i, n in enumerate(names)]
 
     def set_metrics(self) -> dict[str, float]:
-        """FID (and KID mean/std) between all predictions and truths scored with ``features=True``."""
+        """FID, KID mean/std and joint FID between all predictions and truths scored with ``features=True``.
+
+        The joint FID pairs each image's features with its source's (:func:`vantage.eval.fid.joint_fid`).
+        """
         if self.inception is None or not self.features["pred"]:
             return {}
-        from vantage.eval.fid import fid, kid
+        from vantage.eval.fid import fid, joint_fid, kid
 
         fp, fg = torch.cat(self.features["pred"]).double().numpy(), torch.cat(self.features["gt"]).double().numpy()
         if len(fp) < 2:
-            self._note("FID/KID need at least 2 images: not computed")
+            self._note("FID/KID/joint FID need at least 2 images: not computed")
             return {}
         out: dict[str, float] = {}
         if "fid" in self.settings.names:
             out["fid"] = fid(fp, fg)
         if "kid" in self.settings.names:
             out["kid_mean"], out["kid_std"] = kid(fp, fg)
+        if "jfid" in self.settings.names:
+            fs = torch.cat(self.features["source"]).double().numpy()
+            out["jfid"] = joint_fid(fp, fg, fs)
         out["set_size"] = len(fp)
         return out
 
@@ -219,13 +279,15 @@ def summarise(records: list[dict[str, Any]], average: str = "images", prefix: st
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: MetricSettings | None = None,
                      background: Sequence[float] = (1.0, 1.0, 1.0), baseline: dict[str, Path] | None = None,
-                     scorer: Scorer | None = None, device: str | torch.device = "cpu", batch_size: int = 16,
-                     progress: bool = True) -> dict[str, Any]:
+                     sources: dict[str, Path] | str | Path | None = None, scorer: Scorer | None = None,
+                     device: str | torch.device = "cpu", batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
     """Score every prediction in ``pred_dir`` against its truth in ``gt_dir`` (module docstring).
 
     ``baseline`` maps image names to another prediction (e.g. the input view: the copy-the-input
-    baseline), scored the same way into ``baseline_*`` columns. Returns a JSON-friendly dict with
-    ``per_image``, ``mean``, ``per_object``, ``set_metrics``, ``skipped``, ``notes``, ``best``, ``worst``.
+    baseline), scored the same way into ``baseline_*`` columns. ``sources`` maps image names to their
+    source (input) view, or is a folder matched by :func:`match_sources`: the joint FID needs it
+    (an error when ``jfid`` is asked for without it; unused otherwise). Returns a JSON-friendly dict
+    with ``per_image``, ``mean``, ``per_object``, ``set_metrics``, ``skipped``, ``notes``, ``best``, ``worst``.
     """
     t0 = time.perf_counter()
     settings = settings or MetricSettings()
@@ -234,8 +296,20 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
         lacking = [n for n, _, _ in pairs if n not in baseline]
         if lacking:
             raise EvaluationError(f"no baseline image for {_listing(lacking)}")
+    if "jfid" not in settings.names:
+        sources = None
+    elif sources is None:
+        raise EvaluationError("the joint FID (jfid) pairs each target with its source (input) view, and no source "
+                              "images were given: pass the folder of input views (vantage evaluate --inputs DIR, "
+                              "e.g. the inputs/ folder of a checkpoint-mode evaluation)")
+    elif not isinstance(sources, dict):
+        sources = match_sources([n for n, _, _ in pairs], sources)
+    else:
+        lacking = [n for n, _, _ in pairs if n not in sources]
+        if lacking:
+            raise EvaluationError(f"no source (input) image for the joint FID for {_listing(lacking)}")
     scorer = scorer or Scorer(settings, device)
-    scorer.features = {"pred": [], "gt": []}  # FID/KID of this folder only (a scorer may be shared)
+    scorer.features = {"pred": [], "gt": [], "source": []}  # set metrics of this folder only (a shared scorer)
     records: list[dict[str, Any]] = []
     chunks = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
     if progress:
@@ -253,14 +327,17 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
             if bi is not None and bi.shape != gi.shape:
                 raise EvaluationError(f"baseline image {baseline[name]} is {bi.shape[-1]}x{bi.shape[-2]} but the "
                                       f"ground truth {g} is {gi.shape[-1]}x{gi.shape[-2]}")
-            loaded.append((name, pi, gi, bi))
-        by_size: dict[tuple[int, ...], list] = {}
-        for item in loaded:
-            by_size.setdefault(tuple(item[1].shape), []).append(item)
+            si = load_rgb(sources[name], background) if sources is not None else None
+            loaded.append((name, pi, gi, bi, si))
+        by_size: dict[tuple, list] = {}
+        for item in loaded:  # sources may have another size than their targets (Inception resizes)
+            key = (tuple(item[1].shape), None if item[4] is None else tuple(item[4].shape))
+            by_size.setdefault(key, []).append(item)
         for group in by_size.values():
             names = [x[0] for x in group]
             gt = torch.stack([x[2] for x in group])
-            recs = scorer.score(names, torch.stack([x[1] for x in group]), gt)
+            src = torch.stack([x[4] for x in group]) if sources is not None else None
+            recs = scorer.score(names, torch.stack([x[1] for x in group]), gt, source=src)
             if baseline is not None:
                 for r, rb in zip(recs, scorer.score(names, torch.stack([x[3] for x in group]), gt, features=False)):
                     r.update({f"baseline_{m}": rb[m] for m in PER_IMAGE_METRICS})
@@ -289,7 +366,7 @@ def combine_samples(per_sample: list[dict[str, Any]], pred_root: str | Path, gt_
     """One result from :func:`evaluate_folders` results of several samples per target (``pred_root/sample-KK``).
 
     Image names get the prefix ``sample-KK/``; means are over all samples' images; set metrics
-    (FID, KID) are the means of the per-sample values (also listed in ``per_sample``).
+    (FID, KID, joint FID) are the means of the per-sample values (also listed in ``per_sample``).
     """
     records = []
     for k, r in enumerate(per_sample):

@@ -17,7 +17,8 @@ Files written under ``out`` (then scored by :func:`vantage.eval.evaluate.evaluat
   ``pred/sample-00/<object>/<view id>.png``, ...): the generated targets.
 
 The copy-the-input baseline (the first input view as the prediction of every target) is scored
-with them, and, when the protocol asks for it, the 3D consistency score
+with them. The joint FID (``jfid``) pairs each target with that same first input view as its source.
+When the protocol asks for it, the 3D consistency score
 (:func:`vantage.eval.consistency_score`) of each object's input + generated views, with the same
 score on the input + ground-truth views as the ceiling.
 """
@@ -363,6 +364,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                               + "; ".join(x["reason"] for x in skipped_objects[:3]))
     if skipped_objects:
         notes.append(f"{len(skipped_objects)} object(s) skipped for missing views (listed in metrics.json)")
+    if "jfid" in protocol.metrics.names and any(len(o["inputs"]) > 1 for o in per_object_run):
+        notes.append("joint FID: each target is paired with the first input view of its object as its source")
 
     log(f"scoring {sum(p['targets'] for p in per_object_run) * k_samples} generated view(s)")
     scorer = Scorer(protocol.metrics, device)
@@ -370,7 +373,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     for k in range(k_samples):
         pred = out / "pred" / (f"sample-{k:02d}" if k_samples > 1 else "")
         per_sample.append(evaluate_folders(pred, out / "gt", settings=protocol.metrics, background=protocol.background,
-                                           baseline=baseline, scorer=scorer, device=device, progress=progress))
+                                           baseline=baseline, sources=baseline, scorer=scorer, device=device,
+                                           progress=progress))
     if k_samples == 1:
         result = per_sample[0]
     else:

@@ -11,6 +11,15 @@
   ``k(x, y) = (x·y / d + 1)³``, averaged over random subsets (torch-fidelity's defaults: 100
   subsets of 1000, seed 2020; the subset size is clipped to the smaller set). Reported as
   (mean, std over subsets).
+* Joint FID (N. Elata et al., "Novel View Synthesis with Pixel-Space Diffusion Models" (VIVID),
+  arXiv 2411.07765, 2024): the FID of *pairs*. Each sample is the feature vector of a
+  target image (generated, or the ground truth) concatenated with the feature vector of its source
+  (conditioning) image, ``[f(target) ‖ f(source)]`` (2·D dimensions, 4096 for Inception), and the
+  Fréchet distance is taken between the generated pairs and the ground-truth pairs, which share the
+  same sources. Images are not pasted side by side: the two Inception vectors are concatenated, as
+  the reference implementation does (``apple/ml-vivid``, ``calculate_metrics.py``: the
+  ``joint_fid`` statistics accumulate ``torch.cat([features, src_features], -1)``). A model whose
+  images look right but do not belong to their source keeps a low FID and gets a high joint FID.
 
 Features are ``(N, D)`` arrays or tensors (for FID/KID: the 2048-d pool3 features of
 :class:`~vantage.eval.inception.FIDInceptionV3`). Both metrics are only comparable between numbers
@@ -28,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FID_EXTRACTOR", "FeatureStats", "feature_stats", "fid", "frechet_distance", "kid", "load_stats",
-           "mmd2_unbiased", "polynomial_kernel", "save_stats"]
+__all__ = ["FID_EXTRACTOR", "FeatureStats", "feature_stats", "fid", "frechet_distance", "joint_features", "joint_fid",
+           "kid", "load_stats", "mmd2_unbiased", "polynomial_kernel", "save_stats"]
 
 FID_EXTRACTOR = "pt_inception-2015-12-05/pool3/bilinear299"
 
@@ -173,6 +182,48 @@ def fid(a: FeatureStats | ArrayLike, b: FeatureStats | ArrayLike, *, method: str
     if sa.extractor and sb.extractor and sa.extractor != sb.extractor:
         raise ValueError(f"statistics come from different feature extractors ('{sa.extractor}' vs '{sb.extractor}')")
     return frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma, method=method)
+
+
+def joint_features(target: ArrayLike, source: ArrayLike) -> np.ndarray:
+    """``[target ‖ source]``: row ``i`` of ``target`` ``(N, D)`` followed by row ``i`` of ``source`` ``(N, D_s)``.
+
+    The sample of the joint FID (module docstring): one (target image, source image) pair per row,
+    ``(N, D + D_s)`` float64.
+    """
+    t, s = _as_features(target, "target features"), _as_features(source, "source features")
+    if t.shape[0] != s.shape[0]:
+        raise ValueError(f"joint features pair row i of the targets with row i of the sources: got {t.shape[0]} "
+                         f"target and {s.shape[0]} source feature vectors")
+    return np.concatenate([t, s], axis=1)
+
+
+def joint_fid(generated: ArrayLike, reference: ArrayLike, source: ArrayLike, *,
+              reference_source: ArrayLike | None = None, method: str = "auto") -> float:
+    """Joint FID (VIVID, module docstring): FID between ``[generated ‖ source]`` and ``[reference ‖ source]``.
+
+    ``generated`` ``(N, D)``: features of the generated images; ``source`` ``(N, D_s)``: features of
+    the source (conditioning) image of each, row for row. ``reference`` ``(M, D)``: features of the
+    ground-truth targets, whose sources are ``reference_source`` ``(M, D_s)`` (default: ``source``,
+    which needs M = N: the usual case, where the truth of target ``i`` has the same source as the
+    generated image ``i``). Identical sets give 0 (up to the matrix square root's round-off); the
+    same images paired with the wrong sources give more, while their plain FID does not change.
+    """
+    gen, ref = _as_features(generated, "generated features"), _as_features(reference, "reference features")
+    if gen.shape[1] != ref.shape[1]:
+        raise ValueError(f"generated and reference features have different dimensions: {gen.shape[1]} and "
+                         f"{ref.shape[1]}")
+    if reference_source is None and ref.shape[0] != gen.shape[0]:
+        raise ValueError(f"reference_source is needed when the reference set ({ref.shape[0]} images) is not paired "
+                         f"with the same sources as the generated set ({gen.shape[0]} images)")
+    src = _as_features(source, "source features")
+    ref_src = src if reference_source is None else _as_features(reference_source, "reference source features")
+    if src.shape[1] != ref_src.shape[1]:
+        raise ValueError(f"source and reference source features have different dimensions: {src.shape[1]} and "
+                         f"{ref_src.shape[1]}")
+    a, b = joint_features(gen, src), joint_features(ref, ref_src)
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"joint FID needs at least 2 pairs per set, got {a.shape[0]} and {b.shape[0]}")
+    return fid(a, b, method=method)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,

@@ -23,7 +23,8 @@ Fields (unknown keys and wrong types are errors naming the key, the file and wha
   out and listed).
 * ``resolution`` (px, square: views are centre-cropped and resized), ``background`` (``"white"``,
   ``"black"``, ``"grey"`` or ``[r, g, b]`` in [0, 1]).
-* ``metrics``: ``names`` (subset of ``psnr ssim lpips fid kid``), ``ssim_window`` (``"gaussian"``:
+* ``metrics``: ``names`` (subset of ``psnr ssim lpips fid kid jfid``; ``jfid``: VIVID's joint FID of
+  (target, source image) pairs, :func:`vantage.eval.fid.joint_fid`), ``ssim_window`` (``"gaussian"``:
   11x11, σ 1.5; ``"uniform7"``: 7x7 uniform, scikit-image's default), ``psnr_data_range`` (the peak
   R in 10·log10(R²/MSE) of [0, 1] images), ``lpips_net`` (``"vgg"`` | ``"alex"``), ``average``
   (``"images"``: mean over all images; ``"objects"``: mean of per-object means, as pixelNeRF),
@@ -45,7 +46,7 @@ __all__ = ["Protocol", "DatasetSpec", "MetricSettings", "ConsistencySettings", "
            "PROTOCOL_DIR", "METRIC_NAMES", "load_protocol", "protocol_from_dict", "shipped_protocols"]
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
-METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid")
+METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid", "jfid")
 SSIM_WINDOWS = ("gaussian", "uniform7")
 STRATEGIES = ("stochastic", "single", "interpolated", "composed", "genvs-pooled")
 NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5),

@@ -129,7 +129,7 @@ WEIGHT_FILES: dict[str, WeightFile] = {
             "pt_inception-2015-12-05-6726825d.pth",
             sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
             size=95_628_359,
-            used_by="FID/KID: the TensorFlow FID Inception-v3 (2015-12-05) ported by pytorch-fid",
+            used_by="FID/KID/joint FID: the TensorFlow FID Inception-v3 (2015-12-05) ported by pytorch-fid",
             source="pytorch-fid (torch-fidelity re-hosts the same bytes as weights-inception-2015-12-05-6726825d.pth)",
         ),
     )
