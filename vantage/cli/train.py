@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vantage.cli.formatting import HelpFormatter
 
-__all__ = ["register", "cmd_train", "list_presets"]
+__all__ = ["register", "cmd_train", "list_presets", "format_train_defaults"]
 
 DESCRIPTION = """\
 Train a method preset on the embedded synthetic data or a dataset folder, on one CPU, one GPU or many
@@ -38,6 +38,11 @@ examples:
 --set FIELD=VALUE: a field of the method's config (see the preset's method), or of the training config
 (prefix 'train.' to be explicit: train.lr, train.batch, train.duration, train.ema, train.precision, ...;
 see docs/training.md). Values are JSON (1e-4, true, [1,2,2,4], null) or plain text (500kimg, cosine).
+
+Training config of a new run: the built-in defaults, then the preset's training defaults (shown by --list;
+e.g. the VIVID presets bring EDM2's inverse-sqrt decay and power-function EMA), then --batch, --steps and
+--set train.*. RUN_DIR/config.json records the result ("train") and where each value came from
+("train_sources"). A resumed run keeps its stored training config.
 """
 
 
@@ -45,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", formatter_class=HelpFormatter, help="train a method (CPU, GPU or torchrun DDP)",
                        description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("preset", nargs="?", help="preset or method name (see --list); optional when resuming --out")
-    p.add_argument("--list", action="store_true", help="list the presets with their descriptions and exit")
+    p.add_argument("--list", action="store_true", help="list the presets with their descriptions and training "
+                                                       "defaults, and exit")
     p.add_argument("--data", help="'synthetic' or 'synthetic:SPLIT' (embedded dataset rendered on the fly at the "
                                   "method's resolution), or a dataset path in any supported format")
     p.add_argument("--format", help="dataset format of --data (detected when omitted); see docs/datasets.md")
@@ -53,9 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dataset option, repeatable: reader options for a path (-o split=train), SyntheticDataset "
                         "options for synthetic (-o num_objects=1000 -o layout=hemisphere -o views=24)")
     p.add_argument("--out", type=Path, help="run folder: new or empty, or an earlier run to resume")
-    p.add_argument("--steps", type=int, help="total optimizer steps (sets train.duration, 100000 unless set)")
+    p.add_argument("--steps", type=int, help="total optimizer steps (sets train.duration; default: the preset's, "
+                                             "else 100000)")
     p.add_argument("--batch", type=int, help="global batch size, independent of the number of processes "
-                                             "(sets train.batch, 64 unless set)")
+                                             "(sets train.batch; default: the preset's, else 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (under torchrun each rank uses "
                                                     "its LOCAL_RANK GPU)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
@@ -65,8 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def list_presets() -> list[tuple[str, str, str]]:
-    """``(preset, method, description)`` rows, plus a row per method that failed to import."""
+def list_presets() -> list[tuple[str, str, str, str]]:
+    """``(preset, method, description, training defaults)`` rows, plus a row per method that failed to import.
+
+    The training defaults are ``field=value`` items as ``--set train.FIELD=VALUE`` takes them ("" if none).
+    """
     import vantage.methods as vm
 
     rows, broken = [], []
@@ -74,18 +84,30 @@ def list_presets() -> list[tuple[str, str, str]]:
         try:
             vm.method_class(name)
         except ImportError as e:
-            broken.append((f"({name})", name, f"unavailable: {e}"))
+            broken.append((f"({name})", name, f"unavailable: {e}", ""))
     for preset, (method, _, description) in sorted(vm.PRESETS.items()):
-        rows.append((preset, method, description))
+        rows.append((preset, method, description, format_train_defaults(vm.PRESET_TRAIN.get(preset, {}))))
     return rows + broken
 
 
-def _print_table(rows: list[tuple[str, str, str]]) -> None:
+def format_train_defaults(values: dict) -> str:
+    """``{"lr": 0.01, "betas": (0.9, 0.99)}`` -> ``"lr=0.01 betas=[0.9,0.99]"`` (``--set train.`` syntax)."""
+    def text(v: object) -> str:
+        return v if isinstance(v, str) else json.dumps(list(v) if isinstance(v, tuple) else v, separators=(",", ":"))
+
+    return " ".join(f"{k}={text(v)}" for k, v in values.items())
+
+
+def _print_table(rows: list[tuple[str, str, str, str]]) -> None:
     w0 = max([len("preset")] + [len(r[0]) for r in rows])
     w1 = max([len("method")] + [len(r[1]) for r in rows])
     print(f"{'preset':<{w0}}  {'method':<{w1}}  description")
     for r in rows:
         print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}")
+        if r[3]:
+            print(f"{'':<{w0}}  {'':<{w1}}    training defaults: {r[3]}")
+    if any(r[3] for r in rows):
+        print("\n(training defaults apply to new runs; --batch, --steps and --set train.FIELD=VALUE override them)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -126,7 +148,7 @@ def _train(args: argparse.Namespace, options: dict) -> int:
     from vantage.cli.main import UserError
     from vantage.methods.base import config_from_dict
     from vantage.train import DataSpec, Trainer, open_training_data, setup_distributed, teardown_distributed
-    from vantage.train.config import split_overrides, train_config_from_dict
+    from vantage.train.config import resolve_train_config, split_overrides
 
     stored = _stored_run(args.out)
     preset = args.preset
@@ -155,8 +177,10 @@ def _train(args: argparse.Namespace, options: dict) -> int:
             train_values["duration"] = args.steps
         if args.batch is not None:
             train_values["batch"] = args.batch
-        base_train = train_config_from_dict(stored["train"]) if stored else None
-        config = train_config_from_dict(train_values, base_train)
+        # new run: built-in defaults < the preset's training defaults < the command line; a resumed run
+        # starts from its stored training config instead (a preset changed since does not change it)
+        config, sources = resolve_train_config(train_values, preset_defaults=vm.preset_train_defaults(preset),
+                                               stored=stored, preset=preset if preset in presets else None)
         method_values = vm.parse_overrides(method_items, cls.config_class)
         torch.manual_seed(config.seed)
         if stored is not None:  # the stored config is the base; --set changes are checked by the trainer
@@ -183,7 +207,8 @@ def _train(args: argparse.Namespace, options: dict) -> int:
         say = print if ctx.is_main else (lambda *_: None)
         scenes = open_training_data(data, method.config.resolution, log=say)
         try:
-            trainer = Trainer(method, scenes, config, args.out, data=data, preset=preset, dist=ctx, log=say)
+            trainer = Trainer(method, scenes, config, args.out, data=data, preset=preset, dist=ctx, log=say,
+                              train_sources=sources)
         except ValueError as e:
             raise UserError(str(e)) from None
         if args.dry_run:

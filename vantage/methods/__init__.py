@@ -3,10 +3,18 @@
 * ``METHODS``: name -> ``"module:Class"`` of a :class:`~vantage.methods.base.Method` (imported lazily).
 * ``PRESETS``: preset name -> ``(method name, config overrides, description)``; e.g. ``3dim-shapes64``,
   ``viewfusion-nmr64``.
+* ``PRESET_TRAIN``: preset name -> the training defaults it brings (``TrainConfig`` fields, e.g. EDM2's
+  ``lr_schedule="inv_sqrt"`` and ``ema="power"`` for VIVID); :func:`preset_train_defaults` reads it.
 * :func:`build_method` builds a method from a preset or method name plus ``field=value`` overrides.
 
 Method modules register their presets with :func:`register_preset` at import; the preset table
 imports every method module once (:func:`all_presets`).
+
+Training defaults live in a table of their own rather than as a fourth element of the ``PRESETS``
+tuples, so that code unpacking ``(method, overrides, description)`` keeps working. They sit between
+the trainer's built-in defaults and the user's ``--batch/--steps/--set train.*`` (the user wins) and
+apply to new runs only: a resumed run keeps the training config stored in its ``config.json``
+(:func:`vantage.train.config.resolve_train_config`, ``docs/training.md``).
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ from typing import Any
 
 from vantage.methods.base import Method, MethodConfig, ViewCond, config_from_dict
 
-__all__ = ["METHODS", "PRESETS", "Method", "MethodConfig", "ViewCond", "method_class", "register_preset",
-           "all_presets", "build_method", "method_from_json", "parse_overrides"]
+__all__ = ["METHODS", "PRESETS", "PRESET_TRAIN", "Method", "MethodConfig", "ViewCond", "method_class",
+           "register_preset", "all_presets", "preset_train_defaults", "build_method", "method_from_json",
+           "parse_overrides"]
 
 METHODS: dict[str, str] = {
     "3dim": "vantage.methods.threedim:ThreeDiM",
@@ -31,6 +40,7 @@ METHODS: dict[str, str] = {
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {}
+PRESET_TRAIN: dict[str, dict[str, Any]] = {}
 
 
 def method_class(name: str) -> type[Method]:
@@ -40,8 +50,19 @@ def method_class(name: str) -> type[Method]:
     return getattr(importlib.import_module(module), cls)
 
 
-def register_preset(name: str, method: str, overrides: dict[str, Any], description: str) -> None:
-    """Register a named configuration of ``method`` (called by method modules at import)."""
+def register_preset(name: str, method: str, overrides: dict[str, Any], description: str, *,
+                    train: dict[str, Any] | None = None) -> None:
+    """Register a named configuration of ``method`` (called by method modules at import).
+
+    ``train``: training defaults of the preset (``TrainConfig`` field -> value), checked here: an unknown
+    field or a bad value is a ``ValueError`` naming the preset and the field.
+    """
+    if train:
+        from vantage.train.config import check_train_defaults
+
+        PRESET_TRAIN[name] = check_train_defaults(train, where=f"preset '{name}'")
+    else:
+        PRESET_TRAIN.pop(name, None)
     PRESETS[name] = (method, dict(overrides), description)
 
 
@@ -50,6 +71,13 @@ def all_presets() -> dict[str, tuple[str, dict[str, Any], str]]:
     for name in METHODS:
         method_class(name)
     return dict(sorted(PRESETS.items()))
+
+
+def preset_train_defaults(name: str) -> dict[str, Any]:
+    """The training defaults preset ``name`` brings (``{}`` for a method name or a preset without any)."""
+    if name not in PRESET_TRAIN and name not in PRESETS:
+        all_presets()
+    return dict(PRESET_TRAIN.get(name, {}))
 
 
 def parse_overrides(items: list[str] | dict[str, Any], config_class: type[MethodConfig]) -> dict[str, Any]:

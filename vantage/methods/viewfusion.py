@@ -343,7 +343,10 @@ register_preset("viewfusion-nmr64", "viewfusion", {
     "beta_end": 1e-2, "sample_timesteps": 1000, "sample_beta_start": 1e-4, "sample_beta_end": 0.09,
     "max_views": 6, "target_in_pool_prob": 0.1, "default_sampler": "ddpm", "default_steps": 1000,
 }, "the paper's NMR configuration: 64x64, base 64, mult (1,2,3,5), 3 res blocks, attention 16 + middle, "
-   "GroupNorm 32, 1-6 views, linear beta 1e-6..1e-2 T=2000; DDPM on the reference's test schedule (34M parameters)")
+   "GroupNorm 32, 1-6 views, linear beta 1e-6..1e-2 T=2000; DDPM on the reference's test schedule (34M parameters)",
+   # the paper's optimiser as far as the trainer goes: Adam, warm-up to 1e-4 over 2.5k steps, batch 112 (its slow
+   # exponential decay afterwards is not offered: constant); it keeps no EMA, vantage keeps its default one
+   train={"batch": 112, "lr": 1e-4, "warmup": 2500, "lr_schedule": "constant"})
 register_preset("viewfusion-shapes64", "viewfusion", {
     **_SHAPES, "resolution": 64, "ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2, "attn_resolutions": (16,),
     "default_steps": 200,

@@ -346,30 +346,39 @@ def _shapes_stats(resolution: int) -> dict[str, tuple[float, ...]]:
 
 _SHAPES = {"default_sampler": "heun", "default_steps": 32, "default_guidance": 1.5, "dropout": 0.0,
            "input_elevation_deg": 30.0, "input_radius": 2.5, "input_fov_deg": 40.0}
+# Training defaults (``vantage train``; the command line overrides them). EDM2's (Karras et al. 2024): Adam
+# (0.9, 0.99) without weight decay or clipping, inverse-sqrt decay after a reference step, power-function EMA
+# (sigma_rel 0.05; EDM2 also keeps 0.10, the trainer keeps one). The paper's base model: lr 0.012 at batch 1024,
+# decay after 35k steps, with EDM2's 10 Mimg ramp-up; the synthetic presets: the CPU-sized recipe of docs/vivid.md.
+EDM2_TRAIN = {"lr_schedule": "inv_sqrt", "betas": (0.9, 0.99), "grad_clip": None, "ema": "power", "ema_std": 0.05}
+PAPER_TRAIN = {"lr": 0.012, "lr_decay_ref": 35_000, "warmup": "10mimg", **EDM2_TRAIN}
+SHAPES_TRAIN = {"lr": 0.01, "lr_decay_ref": 5000, "warmup": 500, **EDM2_TRAIN}
 register_preset("vivid-shapes32", "vivid", {
     **_SHAPES, "resolution": 32, "model_channels": 32, "channel_mult": (1, 2, 2), "num_blocks": 2,
     "attn_resolutions": (8,), "extra_attn": None, "channels_per_head": 32, **_shapes_stats(32),
     "preview_steps": 12,
 }, "tiny VIVID on 32x32 synthetic objects (2.8M parameters: encoder + denoiser EDM2 UNets, camera vector); "
-   "CPU-sized")
+   "CPU-sized", train=SHAPES_TRAIN)
 register_preset("vivid-shapes32-uncond", "vivid", {
     **_SHAPES, "resolution": 32, "model_channels": 32, "channel_mult": (1, 2, 2), "num_blocks": 2,
     "attn_resolutions": (8,), "extra_attn": None, "channels_per_head": 32, **_shapes_stats(32),
     "conditional": False, "default_guidance": 1.0,
-}, "the unconditional guide for vivid-shapes32 (no encoder, zero camera label)")
+}, "the unconditional guide for vivid-shapes32 (no encoder, zero camera label)", train=SHAPES_TRAIN)
 register_preset("vivid-shapes64", "vivid", {
     **_SHAPES, "resolution": 64, "model_channels": 32, "channel_mult": (1, 2, 2, 2), "num_blocks": 2,
     "attn_resolutions": (16, 8), "extra_attn": 1, "channels_per_head": 32, **_shapes_stats(64),
-}, "small VIVID on 64x64 synthetic objects (4.8M parameters; attention at 16 and 8 plus VIVID's extra attention)")
+}, "small VIVID on 64x64 synthetic objects (4.8M parameters; attention at 16 and 8 plus VIVID's extra attention)",
+   train=SHAPES_TRAIN)
 register_preset("vivid-re10k64", "vivid", {
     "resolution": 64, "model_channels": 128, "channel_mult": (1, 2, 3, 4), "num_blocks": 3,
     "attn_resolutions": (16, 8), "extra_attn": 1, "channels_per_head": 64, "dropout": 0.0,
     "camera_mean": REFERENCE_MEAN, "camera_std": REFERENCE_STD, "default_sampler": "heun", "default_steps": 32,
     "default_guidance": 1.5,
 }, "the paper's 64x64 RealEstate10K base model (channels 128, mult 1-2-3-4, 3 blocks, attention 16/8 + extra, "
-   "RealEstate10K camera statistics; Heun 32, guidance 1.5 by a guide network)")
+   "RealEstate10K camera statistics; Heun 32, guidance 1.5 by a guide network)", train={**PAPER_TRAIN, "batch": 1024})
 register_preset("vivid-uncond", "vivid", {
     "resolution": 64, "model_channels": 128, "channel_mult": (1, 2, 3, 4), "num_blocks": 3,
     "attn_resolutions": (16, 8), "extra_attn": 1, "channels_per_head": 64, "dropout": 0.0,
     "camera_mean": REFERENCE_MEAN, "camera_std": REFERENCE_STD, "conditional": False, "default_guidance": 1.0,
-}, "the paper's unconditional guide for vivid-re10k64 (same UNet, no encoder, zero camera label)")
+}, "the paper's unconditional guide for vivid-re10k64 (same UNet, no encoder, zero camera label)",
+   train={**PAPER_TRAIN, "batch": 1024})

@@ -45,7 +45,7 @@ from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import sample_lognormal_sigma
 from vantage.methods import register_preset
 from vantage.methods.base import ViewCond
-from vantage.methods.vivid import VIVID, VIVIDConfig, _shapes_stats
+from vantage.methods.vivid import PAPER_TRAIN, SHAPES_TRAIN, VIVID, VIVIDConfig, _shapes_stats
 from vantage.methods.vivid_camera import reference_camera_statistics
 from vantage.nn.edm2_unet import EDM2UNetConfig
 
@@ -218,9 +218,11 @@ register_preset("vivid-sr256", "vivid-sr", {
     "attn_resolutions": (16, 8), "extra_attn": None, "channels_per_head": 32, "dropout": 0.0, "noisy_sr": 0.25,
     "camera_mean": _SR256_MEAN, "camera_std": _SR256_STD, "default_sampler": "heun", "default_steps": 32,
 }, "VIVID's 64 -> 256 super-resolution stage for vivid-re10k64 (64 channels, mult 1-2-3-4, 3 blocks, heads of 32, "
-   "low-resolution target concatenated to the input, noise augmentation 0.25; unguided)")
+   "low-resolution target concatenated to the input, noise augmentation 0.25; unguided)",
+   train=PAPER_TRAIN)  # EDM2's schedule and EMA with the base model's values (the paper gives none for the SR stage)
 register_preset("vivid-shapes-sr64", "vivid-sr", {
     "resolution": 64, "low_resolution": 32, "model_channels": 32, "channel_mult": (1, 2, 2), "num_blocks": 2,
     "attn_resolutions": (16,), "extra_attn": None, "channels_per_head": 32, **_shapes_stats(64),
     "input_elevation_deg": 30.0, "input_radius": 2.5, "input_fov_deg": 40.0, "preview_steps": 12,
-}, "a small 32 -> 64 super-resolution stage for vivid-shapes32 on synthetic objects (CPU-sized)")
+}, "a small 32 -> 64 super-resolution stage for vivid-shapes32 on synthetic objects (CPU-sized)",
+   train=SHAPES_TRAIN)

@@ -6,9 +6,14 @@ The global batch is fixed by the config, so images and steps convert exactly
 (``steps = ceil(images / batch)``); :meth:`TrainConfig.plan` resolves everything to steps for a
 given number of processes.
 
-A resumed run keeps its configuration; only the fields in :data:`RESUMABLE_FIELDS` may change
-(they do not change what is computed: the length of the run, how often things are written, the
-micro-batch split, data loading). See ``docs/training.md``.
+Layers (:func:`resolve_train_config`): the built-in defaults of :class:`TrainConfig`, then the
+preset's training defaults (``register_preset(..., train={...})``, checked by
+:func:`check_train_defaults`), then the user's values (``--steps``, ``--batch``, ``--set train.*``);
+the user wins. A resumed run starts from the training config stored in its ``config.json`` instead
+(a preset changed after the run started does not change it; fields the stored config lacks take the
+built-in defaults), and only the fields in :data:`RESUMABLE_FIELDS` may change (they do not change
+what is computed: the length of the run, how often things are written, the micro-batch split, data
+loading). See ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["TrainConfig", "TrainPlan", "RESUMABLE_FIELDS", "parse_length", "parse_images", "parse_value",
-           "split_overrides", "train_config_from_dict", "diff_configs"]
+           "split_overrides", "train_config_from_dict", "check_train_defaults", "resolve_train_config",
+           "diff_configs"]
 
 LR_SCHEDULES = ("constant", "cosine", "inv_sqrt")
 EMA_MODES = ("halflife", "decay", "power", "none")
@@ -273,6 +279,51 @@ def train_config_from_dict(values: dict[str, Any], base: TrainConfig | None = No
     if isinstance(start.get("betas"), list):
         start["betas"] = tuple(start["betas"])
     return TrainConfig(**start)
+
+
+def check_train_defaults(values: dict[str, Any], where: str = "preset") -> dict[str, Any]:
+    """Check a preset's training defaults: every key a :class:`TrainConfig` field, every value valid
+    (with the other fields at their defaults). Returns a copy (lists as tuples); errors name ``where``."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: training defaults must be a dict of TrainConfig fields, "
+                         f"got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown training field(s) {unknown} in its train defaults; training fields: "
+                         f"{sorted(known)}")
+    out = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        train_config_from_dict(out)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: bad train default: {e}") from None
+    return out
+
+
+def resolve_train_config(overrides: dict[str, Any], *, preset_defaults: dict[str, Any] | None = None,
+                         stored: dict | None = None, preset: str | None = None) -> tuple[TrainConfig, dict[str, str]]:
+    """The training config of a run, and where each value that is not a built-in default came from.
+
+    * new run (``stored`` is None): :class:`TrainConfig` defaults < ``preset_defaults`` < ``overrides``;
+    * resumed run (``stored``: the run's ``config.json`` content): its ``"train"`` < ``overrides``. The
+      preset's current defaults are not consulted; fields the stored config lacks get the built-in defaults.
+
+    Returns ``(config, sources)``: ``sources`` maps a field to ``"preset NAME"`` (or ``"preset"``) or
+    ``"override"``; on resume it starts from the stored ``"train_sources"``. Fields not in it are built-in
+    defaults (or, for runs written before vantage recorded sources, unknown).
+    """
+    label = f"preset {preset}" if preset else "preset"
+    if stored is not None:
+        base = train_config_from_dict(stored.get("train") or {})
+        kept = stored.get("train_sources")
+        sources = {str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else {}
+    else:
+        defaults = dict(preset_defaults or {})
+        base = train_config_from_dict(defaults)
+        sources = {k: label for k in defaults}
+    config = train_config_from_dict(overrides, base)
+    sources.update({k: "override" for k in overrides})
+    return config, dict(sorted(sources.items()))
 
 
 def split_overrides(items: list[str], method_fields: set[str]) -> tuple[list[str], dict[str, Any]]:

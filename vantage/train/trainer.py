@@ -19,7 +19,9 @@ One optimizer step (global batch ``B`` = ``W`` processes x ``A`` micro-steps x `
 
 Progress is counted in images (``kimg``); logs, preview grids and checkpoints are written by rank 0
 at their intervals and at the end. Ctrl-C or SIGTERM (or :meth:`Trainer.request_stop`) stops the
-run after the current step with a checkpoint (:mod:`vantage.train.stop`). See ``docs/training.md``.
+run after the current step with a checkpoint (:mod:`vantage.train.stop`). Whether ``run_dir`` is a
+new run, one to resume or one to restart is decided in :mod:`vantage.train.resume`; stats and preview
+grids are written by :mod:`vantage.train.logging`. See ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -36,36 +38,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from vantage.data.pairs import PairBatch, collate_pairs, sample_seed
+from vantage.data.pairs import PairBatch, sample_seed
 from vantage.data.views import SceneDataset
 from vantage.methods.base import Method
 from vantage.outputs import OutputExistsError
-from vantage.train.checkpoint import (
-    RUN_FORMAT,
-    atomic_write_json,
-    inspect_run_dir,
-    load_training_state,
-    save_checkpoint,
-)
-from vantage.train.config import RESUMABLE_FIELDS, TrainConfig, diff_configs
+from vantage.train.checkpoint import RUN_FORMAT, load_training_state, save_checkpoint
+from vantage.train.config import TrainConfig
 from vantage.train.data import DataSpec, StepBatchSampler, build_loader, make_pair_dataset
 from vantage.train.distributed import DistContext
 from vantage.train.ema import EMA
-from vantage.train.logging import IntervalStats, RunLogger, peak_memory_mb, save_sample_grid, truncate_stats
+from vantage.train.logging import IntervalStats, RunLogger, SamplePreviews, peak_memory_mb, truncate_stats
+from vantage.train.resume import ResumeError, comparable, prepare_run_dir
 from vantage.train.schedule import lr_at
 from vantage.train.stop import StopRequest
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "ResumeError"]
 
-_PREVIEW_KEY = 0x5EED
-
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-class ResumeError(ValueError):
-    """RUN_DIR holds a run whose configuration differs from the requested one."""
 
 
 @dataclass
@@ -106,12 +97,16 @@ class Trainer:
         log: where rank 0's messages go (default: ``print``, through tqdm while the bar is shown).
         on_step_end: called as ``on_step_end(step, values)`` after every step (``values``: this step's
             global means); raising from it stops the run like a kill would (used by tests).
+        train_sources: where the training values that are not built-in defaults came from (``field ->
+            "preset NAME" | "override"``, see :func:`~vantage.train.config.resolve_train_config`); recorded in
+            ``config.json`` as ``"train_sources"``.
     """
 
     def __init__(self, method: Method, scenes: SceneDataset, config: TrainConfig, run_dir: str | Path | None,
                  *, data: DataSpec | None = None, preset: str | None = None, dist: DistContext | None = None,
                  log: Callable[[str], None] | None = None,
-                 on_step_end: Callable[[int, dict[str, float]], None] | None = None) -> None:
+                 on_step_end: Callable[[int, dict[str, float]], None] | None = None,
+                 train_sources: dict[str, str] | None = None) -> None:
         if dist is None:
             param = next(method.parameters(), None)
             dist = DistContext(device=param.device if param is not None else torch.device("cpu"))
@@ -120,14 +115,14 @@ class Trainer:
         self.method = method.to(dist.device)
         self.scenes, self.data = scenes, data or DataSpec("<in-memory>")
         self.preset = preset
+        self.train_sources = dict(train_sources or {})
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.pairs = make_pair_dataset(scenes, method.pair_sampler(), config.seed)
         self._log = log or print
         self.on_step_end = on_step_end
         self._bar = None
         self._stop: StopRequest | None = None
-        self._preview_batch: PairBatch | None = None
-        self._can_preview = True
+        self._previews: SamplePreviews | None = None
 
     # ------------------------------------------------------------------ config
     def say(self, msg: str) -> None:
@@ -144,60 +139,19 @@ class Trainer:
         from vantage import __version__
 
         p = self.plan
+        data = {**self.data.to_dict(), "num_scenes": len(self.scenes), "format_name": self.scenes.format_name}
         return {"format": RUN_FORMAT, "vantage_version": __version__, **self.method.to_json(), "preset": self.preset,
-                "train": self.config.to_dict(), "data": {**self.data.to_dict(), "num_scenes": len(self.scenes),
-                                                         "format_name": self.scenes.format_name},
+                "train": self.config.to_dict(), "train_sources": self.train_sources, "data": data,
                 "world_size": p.world_size, "micro_batch": p.micro_batch, "accumulation": p.accumulation,
                 "total_steps": p.total_steps, "device": str(self.dist.device)}
 
-    @staticmethod
-    def comparable(cfg: dict) -> dict:
-        """The parts of a run config that must agree for a resume."""
-        train = {k: v for k, v in cfg.get("train", {}).items() if k not in RESUMABLE_FIELDS}
-        data = {k: cfg.get("data", {}).get(k) for k in ("spec", "format", "options")}
-        return {"method": cfg.get("method"), "config": cfg.get("config"), "train": train, "data": data}
-
-    def _with_new_defaults(self, stored: dict) -> dict:
-        """``stored`` with the method and training fields it lacks (added to vantage after the run was
-        written) set to their defaults, so that a newer vantage still resumes an older run as long as
-        the new fields keep their defaults."""
-        import dataclasses
-
-        out = dict(stored)
-        for key, obj in (("config", self.method.config), ("train", self.config)):
-            part = out.get(key)
-            if not isinstance(part, dict):
-                continue
-            try:
-                defaults = dataclasses.asdict(type(obj)())
-            except TypeError:  # a config class whose fields have no defaults: compare as stored
-                continue
-            out[key] = {**{k: v for k, v in defaults.items() if k not in part}, **part}
-        return out
+    comparable = staticmethod(comparable)  # kept as Trainer.comparable (see vantage.train.resume)
 
     def _prepare_run_dir(self) -> dict:
         """Rank 0: decide new / resume / restart, check the config, write ``config.json``."""
         assert self.run_dir is not None
-        found = inspect_run_dir(self.run_dir)
-        new = self.run_config()
-        decision: dict[str, Any] = {"checkpoint": None}
-        if found.is_run and found.checkpoint is not None:
-            diffs = diff_configs(self.comparable(self._with_new_defaults(found.config)), self.comparable(new))
-            if diffs:
-                raise ResumeError(
-                    f"{self.run_dir} holds a run with another configuration, so it cannot be resumed with this "
-                    f"one. Differences (stored -> requested): {'; '.join(diffs)}. On resume only these training "
-                    f"fields may change: {', '.join(sorted(RESUMABLE_FIELDS))}. Use a new --out for a new run.")
-            changed = [d for d in diff_configs(found.config.get("train", {}), new["train"])]
-            self.say(f"resuming {self.run_dir} from {found.checkpoint.name}"
-                     + (f" (changed: {'; '.join(changed)})" if changed else ""))
-            decision["checkpoint"] = str(found.checkpoint)
-        elif found.is_run:
-            self.say(f"{self.run_dir} holds a run without a checkpoint; starting it again from step 0")
-            truncate_stats(self.run_dir, 0)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "config.json", new)
-        return decision
+        return prepare_run_dir(self.run_dir, self.run_config(), method_config=self.method.config,
+                               train_config=self.config, say=self.say)
 
     # ------------------------------------------------------------------ dry run
     def dry_run(self) -> dict[str, Any]:
@@ -281,6 +235,10 @@ class Trainer:
         batches = iter(build_loader(self.pairs, sampler, num_workers=cfg.num_workers,
                                     pin_memory=device.type == "cuda"))
         logger = RunLogger(self.run_dir, tensorboard=cfg.tensorboard, log=self.say) if ctx.is_main else None
+        if ctx.is_main and self._previews is None:  # kept across fit() calls: the note on no preview() comes once
+            self._previews = SamplePreviews(self.run_dir, self.pairs, count=cfg.preview_count, seed=cfg.seed,
+                                            device=device, say=self.say)
+        previews = self._previews
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=plan.total_steps * plan.batch, initial=start * plan.batch, unit="img",
@@ -356,8 +314,8 @@ class Trainer:
                     if logger is not None:
                         logger.write(self._record(done, lr, interval, elapsed, bad_total))
                     interval = IntervalStats()
-                if ctx.is_main and plan.due(plan.sample_every, done):
-                    self._preview(ema, done)
+                if previews is not None and plan.due(plan.sample_every, done):
+                    previews.write(ema.module, done)
                 if plan.due(plan.ckpt_every, done):
                     if ctx.is_main:
                         ckpt_path = self._save(done, opt, ema, elapsed, interval, bad_total, bad_run)
@@ -419,26 +377,6 @@ class Trainer:
         path = save_checkpoint(self.run_dir, done, config=config, weights=ema.module.state_dict(),
                                training_state=state, keep=self.config.keep_checkpoints)
         return path
-
-    def _preview(self, ema: EMA, done: int) -> None:
-        if not self._can_preview:
-            return
-        device = self.dist.device
-        if self._preview_batch is None:
-            n = min(self.config.preview_count, len(self.pairs))
-            self._preview_batch = collate_pairs([self.pairs[(0, i)] for i in range(n)],
-                                                pad_to=self.pairs.sampler.max_cond)
-        batch = self._preview_batch.to(device)
-        gen = torch.Generator(device=device).manual_seed(sample_seed(self.config.seed, _PREVIEW_KEY))
-        try:
-            with torch.no_grad():  # fp32 even in bf16 runs: samplers start at very large σ
-                generated = ema.module.preview(batch, gen)
-        except NotImplementedError:
-            self._can_preview = False
-            self.say(f"note: method '{ema.module.to_json()['method']}' has no preview(); no sample grids")
-            return
-        first = batch.cond.images[:, 0]
-        save_sample_grid(self.run_dir / "samples" / f"step-{done:06d}.png", first, generated, batch.target.images[:, 0])
 
 
 def _is_scalar(v: Any) -> bool:
