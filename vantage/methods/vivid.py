@@ -9,6 +9,8 @@ Synthesis with Pixel-Space Diffusion Models", arXiv 2411.07765).
   dataset statistics ``camera_mean``/``camera_std`` of the config) mixed into the noise embedding of both
   UNets like a class label (:mod:`vantage.methods.vivid_camera`). ``camera="plucker"`` (our extension)
   concatenates per-pixel Plücker maps of both cameras to both UNets' inputs instead.
+* Optional (``epipolar_bias``, off by default): source keys near the query pixel's epipolar line get a learned
+  attention bias (our formulation of the paper's option, :mod:`vantage.nn.epipolar`).
 * Preconditioning and loss (EDM2): ``D = c_skip·x + c_out·F(c_in·x; c_noise)`` with σ_data = 0.5 and
   ``c_noise = ln(σ)/4``; the uncertainty-weighted loss ``λ(σ)/e^u·‖D − y‖² + u`` (EDM2 Eq. 21) with the
   learned per-σ log-variance ``u`` (:class:`~vantage.diffusion.denoisers.LogVarHead`) and
@@ -62,6 +64,7 @@ from vantage.methods.vivid_camera import (
     plucker_maps,
 )
 from vantage.nn.edm2_unet import EDM2UNetConfig, XAttnPairNet
+from vantage.nn.epipolar import EpipolarDistances
 
 __all__ = ["VIVIDConfig", "VIVID"]
 
@@ -85,6 +88,11 @@ class VIVIDConfig(MethodConfig):
         camera_mean, camera_std: 20 numbers each: statistics of the raw camera vector on the training data at
             this resolution (:func:`~vantage.methods.vivid_camera.camera_statistics`); None = no standardisation.
         plucker_scale: ``"plucker"``: camera translations are divided by this scene scale.
+        epipolar_bias: add the epipolar attention bias to every cross-attention block of the denoiser
+            (:mod:`vantage.nn.epipolar`; with either ``camera``; needs ``conditional``). Off by default (as is the
+            reference code's option).
+        epipolar_strength, epipolar_width: initial per-head strength ``a`` and width ``ω`` (map pixels) of the
+            bias ``a·exp(−½(d/ω)²)``; both learned. ``epipolar_strength=0`` starts as the model without it.
         P_mean, P_std: training noise levels ``ln σ ~ N(P_mean, P_std²)`` (paper: −0.8, 1.6).
         sigma_min, sigma_max, rho: Karras σ's for sampling (0.002, 80, 7).
         guide_checkpoint: run folder or checkpoint of the guide network ("" = none).
@@ -116,6 +124,9 @@ class VIVIDConfig(MethodConfig):
     camera_mean: tuple[float, ...] | None = None
     camera_std: tuple[float, ...] | None = None
     plucker_scale: float = 1.0
+    epipolar_bias: bool = False
+    epipolar_strength: float = 1.0
+    epipolar_width: float = 1.0
     P_mean: float = -0.8
     P_std: float = 1.6
     sigma_min: float = 0.002
@@ -147,6 +158,11 @@ class VIVIDConfig(MethodConfig):
             raise ValueError("camera_std entries must be >= 0")
         if not self.P_std > 0 or not 0 < self.sigma_min < self.sigma_max or not self.plucker_scale > 0:
             raise ValueError("need P_std > 0, 0 < sigma_min < sigma_max and plucker_scale > 0")
+        if self.epipolar_bias and not self.conditional:
+            raise ValueError("epipolar_bias needs a conditional model: the unconditional guide has no source view "
+                             "whose keys the bias could favour (set epipolar_bias=false for the guide)")
+        if not self.epipolar_width > 0:
+            raise ValueError(f"epipolar_width must be > 0 (map pixels), got {self.epipolar_width}")
         if self.guidance_interval is not None:
             lo, hi = (float(v) for v in self.guidance_interval)
             if not 0 <= lo <= hi:
@@ -177,7 +193,8 @@ class VIVIDConfig(MethodConfig):
             channel_mult=self.channel_mult, channel_mult_noise=self.channel_mult_noise,
             channel_mult_emb=self.channel_mult_emb, num_blocks=self.num_blocks,
             attn_resolutions=self.attn_resolutions, extra_attn=self.extra_attn,
-            channels_per_head=self.channels_per_head, dropout=self.dropout)
+            channels_per_head=self.channels_per_head, dropout=self.dropout, epipolar_bias=self.epipolar_bias,
+            epipolar_strength=self.epipolar_strength, epipolar_width=self.epipolar_width)
 
     def encoder_config(self) -> EDM2UNetConfig:
         """Structure of the encoder UNet over the source view (the denoiser's)."""
@@ -231,7 +248,10 @@ class VIVID(SingleViewPairs, Method):
         if maps is not None:
             maps = maps.to(x_in.dtype)
             x_in, source = torch.cat([x_in, maps], 1), torch.cat([source.to(x_in.dtype), maps], 1)
-        return net(x_in, c_noise, None if source is None else source.to(x_in.dtype), label)
+        source = None if source is None else source.to(x_in.dtype)
+        if self.config.epipolar_bias:  # distances per attention resolution, computed once per call
+            return net(x_in, c_noise, source, label, epipolar=EpipolarDistances(cond.target, cond.source))
+        return net(x_in, c_noise, source, label)
 
     def edm2_denoiser(self) -> EDM2Denoiser:
         """The unguided ``D(x, σ, cond: ViewCond) -> x̂0`` (``return_logvar=True`` also gives ``u(σ)``)."""
@@ -330,7 +350,6 @@ class VIVID(SingleViewPairs, Method):
             x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
             out = get_sampler(self.config.preview_sampler)(self.edm2_denoiser(), x, sigmas, cond, generator=generator)
         return out.clamp(-1, 1)
-
 
 
 # ---------------------------------------------------------------------------------------- presets

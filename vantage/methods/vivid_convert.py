@@ -13,7 +13,9 @@ not) is read from the tensor names and shapes (:func:`infer_vivid_fields`); the 
 cannot be and comes from the preset (64 for the released models) or ``--set channels_per_head=N``. The
 camera statistics default to the RealEstate10K ones rescaled to the weights' resolution
 (:func:`~vantage.methods.vivid_camera.reference_camera_statistics`). Not supported (a clear error): the
-super-resolution model, epipolar attention bias, depth inputs and warped depth coordinates.
+super-resolution model, the reference's epipolar attention bias (``epipolar_mixing``: vantage's own
+``epipolar_bias`` is a different function, :mod:`vantage.nn.epipolar`, not weight-compatible), depth inputs and
+warped depth coordinates.
 
 **Getting a state dict from the released pickles.** The released ``vivid-base.pkl`` / ``vivid-uncond.pkl``
 are Python pickles of the reference classes; vantage never unpickles files. With the authors' code on the
@@ -77,8 +79,9 @@ def _need(state: Mapping[str, Tensor], key: str, where: str) -> Tensor:
 def infer_vivid_fields(state: Mapping[str, Tensor], where: str = "state dict") -> dict:
     """:class:`~vantage.methods.vivid.VIVIDConfig` fields the reference tensors determine."""
     if any("epipolar_mixing" in k for k in state):
-        raise ReferenceKeyError(f"{where}: holds an epipolar attention bias (epipolar_mixing), which vantage's VIVID "
-                                f"does not implement yet")
+        raise ReferenceKeyError(f"{where}: holds the reference's epipolar attention bias (epipolar_mixing keys); "
+                                f"vantage has its own epipolar option (epipolar_bias, a different learned function of "
+                                f"the distance), which is not weight-compatible, so these weights cannot be converted")
     conv = [m for k in state if (m := re.fullmatch(r"unet\.enc\.(\d+)x\1_conv\.weight", k))]
     if len(conv) != 1:
         raise ReferenceKeyError(f"{where}: no single 'unet.enc.<R>x<R>_conv.weight'; is this a VIVID state dict? "

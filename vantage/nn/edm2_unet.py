@@ -19,7 +19,8 @@ residual branch ``conv3x3(MP-SiLU(x))``, modulated by ``1 + Linear(emb)·emb_gai
 optional cosine attention ``x = MP-sum(x, proj(attn), t=attn_balance)``; activations clipped to ±256.
 Attention sits at the resolutions in ``attn_resolutions``, at ``_in0``, and with ``extra_attn = i`` also at
 block ``i`` of every encoder level but the first and at block ``num_blocks − i`` of every decoder level but
-the first (VIVID's option).
+the first (VIVID's option). With ``epipolar_bias`` every cross-attention block of the denoiser adds a learned
+bias favouring source keys near the query's epipolar line (:mod:`vantage.nn.epipolar`; off by default).
 
 Module and parameter names follow the figure's block names (``enc.16x16_block0.conv_res0.weight``), which is
 also what lets :mod:`vantage.methods.vivid_convert` map reference weights onto these modules.
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vantage.nn.epipolar import EpipolarBias, EpipolarDistances
 from vantage.nn.mp import MPConv, MPFourier, cosine_attention, mp_cat, mp_silu, mp_sum, normalize, resample
 
 __all__ = ["EDM2UNetConfig", "MPBlock", "EDM2UNet", "XAttnPairNet"]
@@ -59,6 +61,8 @@ class EDM2UNetConfig:
         dropout: dropout in the residual branch (training only).
         label_balance, concat_balance, res_balance, attn_balance: the ``t`` of the MP sums / concatenation.
         clip_act: clamp block outputs to ``±clip_act`` (None = off).
+        epipolar_bias, epipolar_strength, epipolar_width: the denoiser's cross-attention blocks get an
+            :class:`~vantage.nn.epipolar.EpipolarBias` (initial strength, width in map pixels); off by default.
     """
 
     resolution: int = 64
@@ -79,6 +83,9 @@ class EDM2UNetConfig:
     res_balance: float = 0.3
     attn_balance: float = 0.3
     clip_act: float | None = 256.0
+    epipolar_bias: bool = False
+    epipolar_strength: float = 1.0
+    epipolar_width: float = 1.0
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -95,12 +102,14 @@ class EDM2UNetConfig:
 
 class MPBlock(nn.Module):
     """One EDM2 UNet block (see the module docstring). ``cross=True`` adds ``x_attn_kv``: a 1x1 MPConv turning
-    another image's features ``(B, out, H', W')`` into extra keys/values of the attention."""
+    another image's features ``(B, out, H', W')`` into extra keys/values of the attention; ``epipolar =
+    (strength, width)`` (cross blocks) adds ``epipolar``, an :class:`~vantage.nn.epipolar.EpipolarBias` on them."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, flavor: str = "enc",
                  resample_mode: str = "keep", attention: bool = False, cross: bool = False,
                  channels_per_head: int = 64, dropout: float = 0.0, res_balance: float = 0.3,
-                 attn_balance: float = 0.3, clip_act: float | None = 256.0) -> None:
+                 attn_balance: float = 0.3, clip_act: float | None = 256.0,
+                 epipolar: tuple[float, float] | None = None) -> None:
         super().__init__()
         if flavor not in ("enc", "dec"):
             raise ValueError(f"block flavor must be 'enc' or 'dec', got {flavor!r}")
@@ -118,13 +127,19 @@ class MPBlock(nn.Module):
         self.attn_qkv = MPConv(out_channels, 3 * out_channels, (1, 1)) if self.num_heads else None
         self.x_attn_kv = MPConv(out_channels, 2 * out_channels, (1, 1)) if self.num_heads and cross else None
         self.attn_proj = MPConv(out_channels, out_channels, (1, 1)) if self.num_heads else None
+        if self.x_attn_kv is not None and epipolar is not None:
+            self.epipolar = EpipolarBias(self.num_heads, *epipolar)
+        else:
+            self.epipolar = None
 
     @property
     def cross(self) -> bool:
         return self.x_attn_kv is not None
 
-    def forward(self, x: Tensor, emb: Tensor, features: Tensor | None = None) -> Tensor:
-        """``x (B, in, H, W)``, ``emb (B, E)``, ``features (B, out, H', W')`` (cross blocks) -> ``(B, out, H*, W*)``."""
+    def forward(self, x: Tensor, emb: Tensor, features: Tensor | None = None,
+                epipolar: EpipolarDistances | None = None) -> Tensor:
+        """``x (B, in, H, W)``, ``emb (B, E)``, ``features (B, out, H', W')`` (cross blocks), ``epipolar`` (blocks
+        with the epipolar bias: the pairs' distances by map size) -> ``(B, out, H*, W*)``."""
         x = resample(x, self.resample_mode)
         if self.flavor == "enc":
             if self.conv_skip is not None:
@@ -145,7 +160,16 @@ class MPBlock(nn.Module):
                 if features is None:
                     raise ValueError("a cross-attention block needs the encoder's features")
                 kv = self.x_attn_kv(features.to(x.dtype))
-            y = cosine_attention(self.attn_qkv(x), self.num_heads, kv)
+            bias = None
+            if self.epipolar is not None:
+                if epipolar is None:
+                    raise ValueError("this block has an epipolar attention bias; it needs the cameras' epipolar "
+                                     "distances (epipolar=EpipolarDistances(target, source))")
+                if features.shape[-2:] != x.shape[-2:]:
+                    raise ValueError(f"the epipolar bias needs source features of the block's size "
+                                     f"{tuple(x.shape[-2:])}, got {tuple(features.shape[-2:])}")
+                bias = self.epipolar(epipolar(x.shape[-2], x.shape[-1], x.device), x.shape[-1])
+            y = cosine_attention(self.attn_qkv(x), self.num_heads, kv, bias)
             x = mp_sum(x, self.attn_proj(y), t=self.attn_balance)
         if self.clip_act is not None:
             x = x.clamp(-self.clip_act, self.clip_act)
@@ -178,7 +202,8 @@ class EDM2UNet(nn.Module):
         self.emb_noise = MPConv(cnoise, cemb, ())
         self.emb_label = MPConv(cfg.label_dim, cemb, ()) if cfg.label_dim else None
         kw = dict(channels_per_head=cfg.channels_per_head, dropout=cfg.dropout, res_balance=cfg.res_balance,
-                  attn_balance=cfg.attn_balance, clip_act=cfg.clip_act, cross=role == "denoiser")
+                  attn_balance=cfg.attn_balance, clip_act=cfg.clip_act, cross=role == "denoiser",
+                  epipolar=(cfg.epipolar_strength, cfg.epipolar_width) if cfg.epipolar_bias else None)
         extra = cfg.extra_attn
         self.enc = nn.ModuleDict()
         cout = cfg.in_channels + 1
@@ -230,7 +255,8 @@ class EDM2UNet(nn.Module):
         return mp_silu(emb)
 
     def forward(self, x: Tensor, c_noise: Tensor, label: Tensor | None = None,
-                features: list[Tensor] | None = None) -> Tensor | list[Tensor]:
+                features: list[Tensor] | None = None,
+                epipolar: EpipolarDistances | None = None) -> Tensor | list[Tensor]:
         emb = self.embedding(c_noise, label)
         feats = iter(features or [])
         collected: list[Tensor] = []
@@ -239,7 +265,7 @@ class EDM2UNet(nn.Module):
             feature = next(feats, None) if block.cross else None
             if block.cross and feature is None:
                 raise ValueError(f"the denoiser UNet needs {len(self.attention_blocks())} feature maps, got fewer")
-            h = block(h, emb, feature)
+            h = block(h, emb, feature, epipolar) if block.cross else block(h, emb)
             if self.role == "encoder" and block.num_heads:
                 collected.append(h)
             return h
@@ -264,9 +290,10 @@ class XAttnPairNet(nn.Module):
     over the scaled noisy target). Both get the same label and, unless ``encoder_time=False``, the same
     ``c_noise``.
 
-    ``forward(x_in (B, C, R, R), c_noise (B,), source (B, C_s, R, R) | None, label (B, L) | None)``
-    -> ``F (B, out, R, R)``. Without an encoder the cross keys/values are zero maps, as for VIVID's
-    unconditional guide.
+    ``forward(x_in (B, C, R, R), c_noise (B,), source (B, C_s, R, R) | None, label (B, L) | None,
+    epipolar=None)`` -> ``F (B, out, R, R)``; ``epipolar`` (an :class:`~vantage.nn.epipolar.EpipolarDistances` of
+    the (target, source) cameras) is needed when the denoiser has the epipolar bias. Without an encoder the cross
+    keys/values are zero maps, as for VIVID's unconditional guide.
     """
 
     def __init__(self, unet: EDM2UNetConfig, encoder: EDM2UNetConfig | None, encoder_time: bool = True) -> None:
@@ -290,7 +317,8 @@ class XAttnPairNet(nn.Module):
             return out
         return self.encoder(source, c_noise * float(self.encoder_time), label)
 
-    def forward(self, x_in: Tensor, c_noise: Tensor, source: Tensor | None, label: Tensor | None) -> Tensor:
+    def forward(self, x_in: Tensor, c_noise: Tensor, source: Tensor | None, label: Tensor | None,
+                epipolar: EpipolarDistances | None = None) -> Tensor:
         src = source if source is not None else x_in
-        return self.unet(x_in, c_noise, label, self.features(src, c_noise, label))
+        return self.unet(x_in, c_noise, label, self.features(src, c_noise, label), epipolar)
 

@@ -136,7 +136,7 @@ class MPConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}"
 
 
-def cosine_attention(qkv: Tensor, heads: int, kv: Tensor | None = None) -> Tensor:
+def cosine_attention(qkv: Tensor, heads: int, kv: Tensor | None = None, cross_bias: Tensor | None = None) -> Tensor:
     """Cosine attention over the pixels of one image, optionally joined by another image's keys/values.
 
     Args:
@@ -145,6 +145,8 @@ def cosine_attention(qkv: Tensor, heads: int, kv: Tensor | None = None) -> Tenso
         heads: number of heads (divides ``C``).
         kv: optional ``(B, 2C, H', W')`` keys/values of another image, grouped ``(heads, C/heads, 2)``;
             they are appended to the image's own keys, so each query attends jointly over both images.
+        cross_bias: optional ``(B, heads, H·W, H'·W')`` added to the logits of the ``kv`` keys only (VIVID's
+            epipolar bias, :mod:`vantage.nn.epipolar`), through ``scaled_dot_product_attention``'s ``attn_mask``.
 
     Queries, keys and values are normalised to unit RMS per head and pixel, then
     ``softmax(q·k/√(C/heads))·v``. Returns ``(B, C, H, W)``.
@@ -159,5 +161,12 @@ def cosine_attention(qkv: Tensor, heads: int, kv: Tensor | None = None) -> Tenso
             raise ValueError(f"cross keys/values must be (B={b}, 2C={2 * c}, H', W'), got {tuple(kv.shape)}")
         xk, xv = normalize(kv.reshape(b, heads, c // heads, 2, -1), dim=2).unbind(3)
         k, v = torch.cat([k, xk], dim=-1), torch.cat([v, xv], dim=-1)
-    out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+    mask = None
+    if cross_bias is not None:
+        if kv is None or cross_bias.shape != (b, heads, h * w, xk.shape[-1]):
+            raise ValueError(f"cross_bias must be (B, heads, H*W, H'*W') for the cross keys, got "
+                             f"{tuple(cross_bias.shape)}{'' if kv is not None else ' without cross keys'}")
+        mask = torch.cat([q.new_zeros(b, heads, h * w, h * w), cross_bias.to(q.dtype)], -1)
+    out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2),
+                                         attn_mask=mask)
     return out.transpose(-1, -2).reshape(b, c, h, w)
