@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vantage.methods import PRESETS, method_class
+from vantage.methods import PRESETS, method_class, preset_train_defaults
 from vantage.train import TrainConfig, find_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "vantage" / "assets" / "default-3dim"
@@ -59,6 +59,8 @@ def train_command(config: dict, out: str = "RUN_DIR") -> str:
         if k not in preset_cfg or _norm(preset_cfg[k]) != _norm(v):
             parts += ["--set", f"{k}={_value(v)}"]
     defaults = dataclasses.asdict(TrainConfig())
+    if preset in PRESETS:  # the preset's training defaults apply unless the command overrides them
+        defaults.update(preset_train_defaults(preset))
     for k, v in sorted(train.items()):
         if k in ("duration", "batch"):
             continue

@@ -53,3 +53,20 @@ def test_ship_writes_the_files_and_a_command_that_rebuilds_the_run(tmp_path, cap
     (run / "config.json").write_text(json.dumps({**cfg, "method": "viewfusion"}))
     with pytest.raises(SystemExit, match="3DiM run"):
         ship.main([str(run), "--assets", str(tmp_path / "other"), "--overwrite"])
+
+
+def test_the_rebuilt_command_accounts_for_a_presets_training_defaults():
+    """A value equal to the preset's training default needs no --set; one that differs from it does, even when
+    it equals the trainer's built-in default."""
+    from vantage.methods import preset_train_defaults
+    from vantage.train import TrainConfig
+
+    ship = _ship_module()
+    preset = "vivid-shapes32"
+    given = preset_train_defaults(preset)
+    assert given["lr"] != TrainConfig().lr  # else this test checks nothing
+    train = {**vars(TrainConfig()), **given, "duration": 10, "batch": 4}
+    config = {"method": "vivid", "preset": preset, "data": {"spec": "synthetic"}, "config": {}, "train": train}
+    assert "train.lr=" not in ship.train_command(config)
+    config["train"] = {**train, "lr": TrainConfig().lr}
+    assert f"--set train.lr={TrainConfig().lr}" in ship.train_command(config)

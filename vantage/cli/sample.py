@@ -6,6 +6,7 @@
                     --order sequential|alternating --save-weights [mean|final] --save-intermediates --seed S]
                    [--elevation DEG --arc START:END | --cameras FILE | --targets dataset] [--device D]
                    [--t-in T --t-auto T --window DEG --distance azimuth|azimuth+elevation --separate-noise]
+                   [--walk-step DEG [--save-walks]] [--max-context K]
 
 Several input views: an object folder with ``--input-views`` (positions) or ``--num-input-views``
 (evenly spaced), or several image files. The orbit runs through the first input. By default every
@@ -16,7 +17,11 @@ random view of the set per denoising step; the default otherwise), ``single`` (t
 ``interpolated`` (ViewFusion's interpolated denoising, Yang et al. 2024: every view within
 ``--window`` degrees of the target, and the input, in one batched call per step, fused with the
 weights w_0 = exp(-(Δ_0/π)/T_in) for the input and (1 - w_0)·softmax(-Δ_i/max Δ/T_auto) for the
-others; its default order is alternating).
+others; its default order is alternating). ``--walk-step DEG`` (interpolated only) is the paper's single-target
+mode: every target is generated on its own, by a walk from the input in steps of at most DEG degrees (each pose
+conditioned on the input and the walk's earlier poses), instead of one autoregressive orbit. ``--max-context K``
+(composed only) composes the inputs and only the K generated views nearest in pose to the target, which bounds
+the cost of a view.
 
 Targets: the orbit through the (first) input at its elevation (``--elevation`` any other), over the
 full circle or a partial arc ``--arc START:END`` (degrees from the input's azimuth, e.g.
@@ -40,6 +45,8 @@ Writes into ``--out`` (which must be new or empty, unless ``--overwrite``):
   their per-pixel weights (``NNN.png``), ``orbit.gif``, ``weights.pt`` and ``summary.json``;
 * ``intermediates/NNN/SSS.png`` (``--save-intermediates``): the x̂0 estimate of every denoising step
   ``SSS`` of every generated frame ``NNN``;
+* ``walks/NNN/SSS.png`` and ``walks/NNN/cameras.json`` (``--walk-step`` with ``--save-walks``): the poses ``SSS``
+  of the walk to frame ``NNN`` (the last is the frame) and their cameras;
 * ``sample.json``: the settings, timings, NFE and the PSNR against ground truth where known.
 
 See ``docs/sampling.md`` for the input rules (default camera of an unposed image, resizing), the
@@ -82,10 +89,14 @@ EPILOG = """examples:
   vantage sample --checkpoint runs/3dim --input obj/ --strategy interpolated --orbit 36 --out vf
   vantage sample --checkpoint runs/3dim --input obj/ --arc=-60:60 --orbit 13 --elevation 10 --out arc
   vantage sample --checkpoint runs/3dim --input obj/ --cameras path/transforms.json --out path
+  vantage sample --checkpoint runs/3dim --input obj/ --strategy interpolated --walk-step 10 --orbit 8 --out walks
+  vantage sample --checkpoint runs/vf --input obj/ --orbit 24 --max-context 4 --out bounded     # ViewFusion
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from vantage.cli.sample_strategy import add_strategy_arguments
+
     p = sub.add_parser("sample", formatter_class=HelpFormatter, description=__doc__, epilog=EPILOG,
                        help="generate an orbit of novel views from input views")
     p.add_argument("--checkpoint", required=True, type=Path,
@@ -128,26 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sr-checkpoint", type=Path, default=None, metavar="SR",
                    help="a vivid-sr checkpoint: super-resolve every frame with it (its low resolution must be the "
                         "model's resolution); frames are written at its resolution, the model's in frames_base/")
-    p.add_argument("--strategy", choices=["composed", "stochastic", "single", "interpolated", "genvs-pooled"],
-                   default=None,
-                   help="composed: every denoising step composes all views of the set with the learned per-pixel "
-                        "weights (ViewFusion only; its default); stochastic: each step conditions on a random view "
-                        "of the set (3DiM; the default for other methods); single: always on the first input; "
-                        "interpolated: ViewFusion's interpolated denoising (Yang et al. 2024), all views near the "
-                        "target fused with fixed weights; genvs-pooled: GeNVS's own set conditioning (the input, "
-                        "a few earlier views and the latest one, each with its own volume; GeNVS's default)")
-    g = p.add_argument_group("interpolated strategy (Yang et al. 2024; docs/sampling.md)")
-    g.add_argument("--t-in", type=float, default=None, metavar="T",
-                   help="input temperature: input weight w_0 = exp(-(Δ_0/π)/T) (default 0.5)")
-    g.add_argument("--t-auto", type=float, default=None, metavar="T",
-                   help="temperature of the softmax over the other views' normalised distances (default 0.5)")
-    g.add_argument("--window", type=float, default=None, metavar="DEG",
-                   help="use the views within DEG degrees of the target (the input always) (default 125)")
-    g.add_argument("--distance", choices=["azimuth", "azimuth+elevation"], default=None,
-                   help="Δ: the azimuth difference about world +z (default), or plus |Δ elevation|")
-    g.add_argument("--separate-noise", action="store_true",
-                   help="the reference's variant: each branch draws its own sampler noise, the states are fused "
-                        "(less noise; same result for deterministic samplers)")
+    add_strategy_arguments(p)
     p.add_argument("--autoregressive", action=argparse.BooleanOptionalAction, default=True,
                    help="add every generated view to the conditioning set (the default, the papers' mode); "
                         "--no-autoregressive: fixed views, every target from the input views only")
@@ -159,9 +151,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the denoising steps (default) or those of the final step")
     p.add_argument("--save-intermediates", action="store_true",
                    help="write the x̂0 estimate of every denoising step of every generated view to intermediates/")
-    p.add_argument("--max-rows", type=int, default=None, metavar="R",
-                   help="ViewFusion (composed) and --strategy interpolated: at most R views per network call (the "
-                        "set is split; less memory, same result)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--scene", default=None, help="scene index or name when the input folder holds several")
     p.add_argument("--input-view", type=int, default=0,
@@ -198,61 +187,6 @@ def load_method(path: Path, device: str = "cpu"):
     return method, folder
 
 
-# ------------------------------------------------------------------------------------ outputs
-def _strategy(method: Any, args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
-    """``(strategy for autoregressive_orbit, its name, strategy options)``; user errors for what does not fit."""
-    from vantage.cli.main import UserError
-
-    composing = callable(getattr(method, "set_denoiser", None)) and method.name == "viewfusion"
-    name = args.strategy or getattr(method, "default_strategy", None) or ("composed" if composing else "stochastic")
-    if name == "genvs-pooled" and method.name != "genvs":
-        raise UserError(f"--strategy genvs-pooled pools GeNVS feature volumes; '{method.name}' has none "
-                        f"(use stochastic, single or interpolated)")
-    if name == "composed" and not composing:
-        raise UserError(f"--strategy composed needs a ViewFusion checkpoint; '{method.name}' conditions on one view "
-                        f"at a time (use stochastic or single)")
-    if args.save_weights and name != "composed":
-        raise UserError(f"--save-weights shows the weights of ViewFusion's composition: it needs --strategy "
-                        f"composed (got {name})")
-    flags = {"--t-in": args.t_in, "--t-auto": args.t_auto, "--window": args.window, "--distance": args.distance,
-             "--separate-noise": args.separate_noise or None}
-    given = [f for f, v in flags.items() if v is not None]
-    if name != "interpolated" and given:
-        raise UserError(f"{', '.join(given)}: option(s) of interpolated denoising, they need --strategy interpolated "
-                        f"(got {name})")
-    if args.guidance and not getattr(method, "supports_guidance", True):
-        raise UserError(f"{method.name} has no classifier-free guidance (no unconditional branch): "
-                        f"leave out --guidance (or give 0), got --guidance {args.guidance:g}")
-    try:
-        method.single_view_denoiser()
-    except NotImplementedError:
-        raise UserError(f"the checkpoint's method '{method.name}' has no single-view denoiser: strategies "
-                        f"single/stochastic/interpolated need one (this method samples with its own set "
-                        f"conditioning)") from None
-    if args.max_rows is not None and args.max_rows < 1:
-        raise UserError(f"--max-rows must be >= 1, got {args.max_rows}")
-    if name == "interpolated":
-        for flag, value in (("--t-in", args.t_in), ("--t-auto", args.t_auto)):
-            if value is not None and not value > 0:
-                raise UserError(f"{flag} is a temperature and must be > 0, got {value:g}")
-        if args.window is not None and not args.window >= 0:
-            raise UserError(f"--window is an angle in degrees and must be >= 0, got {args.window:g}")
-        window = 125.0 if args.window is None else args.window  # may be 0
-        return name, name, {"t_in": args.t_in or 0.5, "t_auto": args.t_auto or 0.5, "window_deg": window,
-                            "distance": args.distance or "azimuth", "separate_noise": args.separate_noise,
-                            "max_rows": args.max_rows}
-    if args.max_rows is not None:
-        if not hasattr(method.config, "max_rows"):
-            raise UserError(f"--max-rows applies to ViewFusion's composed set and to --strategy interpolated; "
-                            f"'{method.name}' has no such option")
-        method.config.max_rows = args.max_rows
-    if name != "composed":
-        return name, name, {}
-    from vantage.methods.viewfusion import composed_strategy
-
-    return composed_strategy, name, {"accumulate_weights": args.save_weights == "mean"}
-
-
 def _load_inputs(args: argparse.Namespace, method: Any, resolution: int | None = None) -> Any:
     """The :class:`SampleInput` of ``--input`` (notes printed) at ``resolution`` (default: the method's); user
     errors for inputs the method cannot use."""
@@ -280,7 +214,9 @@ def cmd_sample(args) -> int:
 
     from vantage.cli.main import UserError
     from vantage.cli.sample_outputs import write_field_renders, write_sample
+    from vantage.cli.sample_strategy import choose_strategy, composed_set_note
     from vantage.cli.sample_vivid import apply_guide, guidance_summary, load_sr, super_resolve
+    from vantage.cli.sample_walk import intermediates_by_step, run_walks, walk_plan_text, walk_summary, write_walks
     from vantage.diffusion.samplers import get_sampler
     from vantage.outputs import prepare_output_dir
     from vantage.sampling import autoregressive_orbit
@@ -307,7 +243,7 @@ def cmd_sample(args) -> int:
     guidance = method.config.default_guidance if args.guidance is None else args.guidance
     guidance_text, guidance_record = guidance_summary(method, guidance)  # what actually runs
     sr, sr_folder = load_sr(args.sr_checkpoint, method, device) if args.sr_checkpoint else (None, None)
-    strategy, strategy_name, strategy_options = _strategy(method, args)
+    strategy, strategy_name, strategy_options = choose_strategy(method, args)
     cfg = method.config
     res = cfg.resolution
     print(f"model: {method.name} from {folder} ({sum(p.numel() for p in method.parameters()) / 1e6:.2f}M "
@@ -332,18 +268,17 @@ def cmd_sample(args) -> int:
         raise UserError(str(e).strip("'\"")) from None
     steps = args.steps or cfg.default_steps
     k = len(in_idx)
-    mode = "autoregressive" if args.autoregressive else "fixed views"
+    walking = args.walk_step is not None
+    mode = "single-target walks" if walking else "autoregressive" if args.autoregressive else "fixed views"
     order = args.order or ("alternating" if strategy_name == "interpolated" else "sequential")
-    print(f"generating {len(targets)} views ({target_kind}, order {order}) from {k} input view(s) "
+    how = walk_plan_text(inputs, targets, args.walk_step) if walking else f"order {order}"
+    print(f"generating {len(targets)} views ({target_kind}, {how}) from {k} input view(s) "
           f"{in_idx} with {sampler} x {steps} steps, guidance {guidance_text}, strategy {strategy_name}, {mode}, "
           f"seed {args.seed}")
     if strategy_name == "composed":
         n_new = sum(m is None for m in match_views(inputs, targets))  # targets not copied from an input
-        largest = k + max(0, n_new - 1) if args.autoregressive else k
-        max_views = getattr(cfg, "max_views", largest)
-        if largest > max_views:
-            print(f"note: the conditioning set reaches {largest} views, more than the {max_views} the model was "
-                  f"trained with; ViewFusion composes any number (a softmax over the views), quality may vary")
+        if note := composed_set_note(cfg, k, n_new, args):
+            print(f"note: {note}")
     recorder = None
     if args.save_weights:
         files_in = inputs.meta.get("files") if inp.source == "images" else None
@@ -356,14 +291,21 @@ def cmd_sample(args) -> int:
         if 0 in info["samples"]:
             steps_x0.setdefault(info["view_step"], []).append(to_uint8(info["denoised"][info["samples"].index(0)]))
 
+    walks, walk_x0 = None, ({} if args.save_intermediates else None)  # walks: frame -> x̂0 of its target pose
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = autoregressive_orbit(method, inputs, targets, strategy=strategy, order=order,
-                                          sampler=sampler, steps=steps, guidance=guidance, seed=args.seed,
-                                          device=device, progress=True, autoregressive=args.autoregressive,
-                                          callback=recorder, strategy_options=strategy_options,
-                                          step_callback=keep_x0 if args.save_intermediates else None)
+            if walking:
+                walks = run_walks(method, inputs, targets, args, options=strategy_options, x0_frames=walk_x0,
+                                  sampler=sampler, steps=steps, guidance=guidance, device=device)
+                result = walks.orbit_result()
+                steps_x0 = intermediates_by_step(walks, walk_x0 or {})
+            else:
+                result = autoregressive_orbit(method, inputs, targets, strategy=strategy, order=order,
+                                              sampler=sampler, steps=steps, guidance=guidance, seed=args.seed,
+                                              device=device, progress=True, autoregressive=args.autoregressive,
+                                              callback=recorder, strategy_options=strategy_options,
+                                              step_callback=keep_x0 if args.save_intermediates else None)
     except (KeyError, ValueError) as e:
         raise UserError(str(e).strip("'\"")) from None
     for text in dict.fromkeys(str(w.message) for w in caught):  # each warning once, as a note
@@ -376,6 +318,7 @@ def cmd_sample(args) -> int:
     files, written = write_sample(out, result=result, inp=inp, truth_idx=truth_idx, fps=args.fps, recorder=recorder,
                                   weights_mode=args.save_weights, intermediates=steps_x0)
     files += ["frames_base/ (the model's frames before super-resolution)"] if sr is not None else []
+    files += write_walks(out, walks) if walks is not None and args.save_walks else []
     if callable(getattr(method, "render_conditioning", None)):  # GeNVS: what the inputs' feature field knows
         files += write_field_renders(out, method, inputs, result.cameras[0], fps=args.fps, device=device)
     summary = {"checkpoint": str(folder), "method": method.name, "input": [str(p) for p in args.input],
@@ -384,10 +327,13 @@ def cmd_sample(args) -> int:
                "arc": list(args.arc) if args.arc else None, "cameras": str(args.cameras) if args.cameras else None,
                "sampler": sampler, "steps": steps, **guidance_record, "strategy": strategy_name,
                "strategy_options": {k: v for k, v in strategy_options.items() if k != "accumulate_weights"},
-               "autoregressive": args.autoregressive, "weights": args.save_weights,
+               "autoregressive": args.autoregressive, "mode": mode, "weights": args.save_weights,
                "intermediates": args.save_intermediates, "seed": args.seed, "device": device, **written,
                "sr_checkpoint": str(sr_folder) if sr is not None else None,
+               **(walk_summary(walks, args.walk_step) if walks is not None else {}),
                "seconds_total": round(time.perf_counter() - t_start, 3)}
+    if args.max_context is not None:  # the views actually composed for each frame
+        summary["context_sizes"] = [min(n, k + args.max_context) for n in summary["set_sizes"]]
     (out / "sample.json").write_text(json.dumps(summary, indent=2))
     files.append("sample.json")
     print(f"wrote {summary['views']} views to {out}/ in {summary['seconds_total']} s "

@@ -6,11 +6,14 @@
 * :class:`ViewFusionSingleView`: its one-view case, for the strategies of :mod:`vantage.sampling`;
 * :func:`composed_strategy`: the strategy factory for :func:`vantage.sampling.autoregressive_orbit`
   that composes every valid view of the set (the paper's autoregressive mode; with
-  ``autoregressive=False`` the input views only).
+  ``autoregressive=False`` the input views only), or with ``max_context=K`` the inputs and the ``K``
+  generated views nearest in pose to the target (:mod:`vantage.sampling.context`), which bounds the
+  cost of a view at ``N + K`` network rows per denoiser call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,6 +23,7 @@ from vantage.data.views import ViewSet
 from vantage.diffusion.denoisers import Denoiser, append_dims
 from vantage.methods.base import ViewCond
 from vantage.methods.viewfusion_compose import Composition
+from vantage.sampling.context import nearest_context
 from vantage.sampling.strategies import ViewSetCond
 
 if TYPE_CHECKING:
@@ -35,12 +39,21 @@ class ViewFusionDenoiser(Denoiser):
     stores them in ``last_weights`` (and the :class:`Composition` in ``last``). ``calls`` counts calls.
     With ``accumulate_weights=True`` the weights of every call are also summed (``mean_weights``: their
     mean over the calls, for the weight maps of ``vantage sample --save-weights``).
+
+    ``max_context=K`` composes only the input views (``cond.inputs`` leading slots, else the first valid view)
+    and the ``K`` other views nearest in pose to the target (:func:`~vantage.sampling.context.nearest_context`;
+    the slots keep their positions, the others weigh 0); None (default) composes every valid view.
     """
 
-    def __init__(self, method: ViewFusion, clip_x0: str = "model", *, accumulate_weights: bool = False) -> None:
+    def __init__(self, method: ViewFusion, clip_x0: str = "model", *, accumulate_weights: bool = False,
+                 max_context: int | None = None) -> None:
         super().__init__()
         if clip_x0 not in ("model", "data", "none"):
             raise ValueError(f"clip_x0 must be 'model', 'data' or 'none', got {clip_x0!r}")
+        if max_context is not None and not (isinstance(max_context, int) and max_context >= 0):
+            raise ValueError(f"max_context must be None or an int >= 0 (generated views composed), got {max_context!r}")
+        self.max_context = max_context
+        self._context: tuple[ViewSetCond, ViewSet] | None = None
         self.method, self.clip_mode = method, clip_x0
         lo_model = -3.0 if method.config.input_range == "unit" else -1.0
         self.clip_range = {"model": (lo_model, 1.0), "data": (-1.0, 1.0), "none": None}[clip_x0]
@@ -69,7 +82,7 @@ class ViewFusionDenoiser(Denoiser):
                             f"got {type(cond).__name__}")
         if cond.batch_size != x.shape[0]:
             raise ValueError(f"cond has {cond.batch_size} samples but x has {x.shape[0]}")
-        self.last = self.method.compose(x, sigma, cond.views, cond.target)
+        self.last = self.method.compose(x, sigma, self.context(cond), cond.target)
         self.calls += 1
         if self.accumulate_weights:  # a new shape (another set) restarts the mean
             w = self.last.weights.detach()
@@ -79,6 +92,18 @@ class ViewFusionDenoiser(Denoiser):
         wide = torch.float32 if x.device.type == "mps" else torch.float64
         x0 = (x.to(wide) - append_dims(sigma.to(wide), x.ndim) * self.last.eps.to(wide)).to(x.dtype)
         return x0 if self.clip_range is None else x0.clamp(*self.clip_range)
+
+    def context(self, cond: ViewSetCond) -> ViewSet:
+        """The views composed for ``cond``: ``cond.views`` itself, or with ``max_context`` the same slots with
+        ``valid`` cleared outside the bounded context (computed once per ``cond``; cameras only)."""
+        if self.max_context is None:
+            return cond.views
+        if self._context is None or self._context[0] is not cond:
+            v = cond.views
+            keep = nearest_context(v.valid, v.cameras, cond.target, max_generated=self.max_context,
+                                   inputs=cond.inputs)
+            self._context = (cond, dataclasses.replace(v, valid=keep.to(v.valid.device)))
+        return self._context[1]
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: Any = None,  # type: ignore[override]
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -111,9 +136,11 @@ class ViewFusionSingleView(nn.Module):
 
 
 def composed_strategy(denoiser: Any, generator: Any = None, *, accumulate_weights: bool = False,
-                      **options: Any) -> ViewFusionDenoiser:
+                      max_context: int | None = None, **options: Any) -> ViewFusionDenoiser:
     """Strategy factory for :func:`vantage.sampling.autoregressive_orbit` (``strategy=composed_strategy``):
-    every denoiser call composes *all* valid views of the set (inputs and views generated so far).
+    every denoiser call composes *all* valid views of the set (inputs and views generated so far), or with
+    ``max_context=K`` the inputs and the ``K`` generated views nearest in pose to the target (the cost of a
+    view is then at most ``inputs + K`` network rows per call; :mod:`vantage.sampling.context`).
     ``denoiser`` must be a ViewFusion single-view denoiser; ``generator`` is unused (deterministic).
     ``accumulate_weights``: keep the mean weights over the calls (:attr:`ViewFusionDenoiser.mean_weights`)."""
     inner = getattr(denoiser, "set_denoiser", None)
@@ -121,6 +148,7 @@ def composed_strategy(denoiser: Any, generator: Any = None, *, accumulate_weight
         raise TypeError("composed_strategy needs the single-view denoiser of a ViewFusion model "
                         f"(ViewFusion.single_view_denoiser()), got {type(denoiser).__name__}")
     if options:
-        raise TypeError(f"composed_strategy takes only accumulate_weights, got {sorted(options)}")
+        raise TypeError(f"composed_strategy takes only accumulate_weights and max_context, got {sorted(options)}")
     # a fresh call counter (and weight mean) per orbit step
-    return ViewFusionDenoiser(inner.method, inner.clip_mode, accumulate_weights=accumulate_weights)
+    return ViewFusionDenoiser(inner.method, inner.clip_mode, accumulate_weights=accumulate_weights,
+                              max_context=max_context)

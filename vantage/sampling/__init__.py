@@ -6,6 +6,10 @@
 - :mod:`~vantage.sampling.interpolated`: ViewFusion's interpolated denoising (Yang et al. 2024), the
   ``interpolated`` strategy (:class:`InterpolatedDenoising`, its weights), its per-branch-noise sampler
   variant and the single-target walk (:func:`sample_single_target`).
+- :mod:`~vantage.sampling.walks`: every target of an object by its own single-target walk
+  (:func:`sample_target_walks`), seeded per target camera.
+- :mod:`~vantage.sampling.context`: a bounded conditioning context (the inputs and the ``K`` generated views
+  nearest in pose, :func:`nearest_context`), ViewFusion's composed strategy's ``max_context``.
 - :mod:`~vantage.sampling.orbit`: :func:`autoregressive_orbit` (generate a view, add it to the set,
   next target; or ``autoregressive=False``: every target from the inputs only), generation orders and
   per-sample seeding.
@@ -30,9 +34,10 @@ from vantage.sampling.strategies import (
     make_strategy,
     view_cfg_denoiser,
 )
+from vantage.sampling.walks import TargetWalks, sample_target_walks, target_seed
 from vantage.sampling.weights import ViewWeights, WeightRecorder, save_weight_maps
 
 __all__ = ["OrbitResult", "autoregressive_orbit", "generation_order", "sample_seeds", "STRATEGIES", "Branches",
            "SingleView", "StochasticConditioning", "Strategy", "ViewSetCond", "make_strategy", "view_cfg_denoiser",
            "ViewWeights", "WeightRecorder", "save_weight_maps", "InterpolatedDenoising", "WalkResult",
-           "sample_single_target", "walk_cameras"]
+           "sample_single_target", "walk_cameras", "TargetWalks", "sample_target_walks", "target_seed"]

@@ -329,7 +329,8 @@ def autoregressive_orbit(
             sel = slice(None) if len(act) == B else a  # no copy of the set while every sample is active
             valid = set_valid[sel]
             cond = ViewSetCond(ViewSet(images=set_images[sel], cameras=Cameras(set_c2w[sel], set_K[sel], W, H),
-                                       valid=valid, view_ids=torch.zeros_like(valid, dtype=torch.long)), cams)
+                                       valid=valid, view_ids=torch.zeros_like(valid, dtype=torch.long)), cams,
+                               inputs=N)
             noise_gens = [seeded_generator(seeds[b], todo[b][j], 0) for b in act]
             strat_gens = [seeded_generator(seeds[b], todo[b][j], 1) for b in act]
             strat = make_strategy(strategy, den, generator=strat_gens, **(strategy_options or {}))

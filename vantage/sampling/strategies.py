@@ -66,10 +66,13 @@ class ViewSetCond:
         views: :class:`ViewSet` ``(B, K)``: images ``(B, K, 3, H, W)`` in [-1, 1], cameras
             ``(B, K)``, ``valid (B, K)``; every sample needs at least one valid view.
         target: :class:`Cameras` ``(B,)`` of the views being generated.
+        inputs: how many leading slots of ``views`` hold the input views (:func:`~vantage.sampling.autoregressive_orbit`
+            sets it: the inputs first, then the generated views); None: unknown (the first valid view is the input).
     """
 
     views: ViewSet
     target: Cameras
+    inputs: int | None = None
 
     def __post_init__(self) -> None:
         b = self.views.batch_size
