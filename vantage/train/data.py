@@ -15,9 +15,11 @@
 
 Single-image pairs (VIVID's single-view training, :mod:`vantage.data.single_image`) are mixed in with the
 options ``-o single_images=DIR`` (a folder of images, any size) and ``-o single_fraction=F`` (the fraction of
-the pairs, default 0.25, in (0, 1)); ``single_focal``, ``single_crop`` and ``single_max_deg=[pitch,yaw,roll]``
-set the cameras and rotations (defaults 0.9, 0.6, [8.3, 8.3, 3.5]). They work with any ``--data`` and are
-stored with the run like the other options.
+the pairs, default 0.25, in (0, 1)); ``single_focal``, ``single_crop``, ``single_max_deg`` (one range
+``[pitch,yaw,roll]`` or a list of them), ``single_range_choice`` (``random`` or ``alternate``) and
+``single_rotate_source`` set the cameras and rotations (defaults 0.9, 0.6, the VIVID reference's
+``[[8.3,8.3,3.5],[5.5,5.5,0]]``, ``random``, ``true``). They work with any ``--data`` and are stored with the run
+like the other options.
 
 Batch composition (:class:`StepBatchSampler`): the pairs form one endless sequence, epoch after
 epoch; position ``p`` is item ``perm_e[p % N]`` of epoch ``e = p // N`` (``perm_e`` is the
@@ -49,7 +51,8 @@ __all__ = ["DataSpec", "open_training_data", "ResizedScenes", "WithSingleImages"
 SYNTHETIC = "synthetic"
 #: ``-o`` options of the single-image pairs (taken out before the reader's options) and their defaults.
 SINGLE_OPTIONS = {"single_images": None, "single_fraction": 0.25, "single_focal": 0.9, "single_crop": 0.6,
-                  "single_max_deg": (8.3, 8.3, 3.5)}
+                  "single_max_deg": [[8.3, 8.3, 3.5], [5.5, 5.5, 0.0]], "single_range_choice": "random",
+                  "single_rotate_source": True}
 
 
 @dataclass
@@ -150,7 +153,8 @@ def open_training_data(data: DataSpec, resolution: int, log: Callable[[str], Non
     try:
         mixed = WithSingleImages(scenes, single["single_images"], float(single["single_fraction"]), resolution,
                                  seed=0, focal=float(single["single_focal"]), crop=float(single["single_crop"]),
-                                 max_deg=tuple(single["single_max_deg"]))
+                                 max_deg=single["single_max_deg"], range_choice=single["single_range_choice"],
+                                 rotate_source=single["single_rotate_source"])
     except (TypeError, ValueError) as e:
         raise DatasetError(f"-o single_*: {e}") from e
     log(f"mixing single-image pairs from {mixed.singles.folder} ({len(mixed.singles)} images) into "
