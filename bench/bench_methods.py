@@ -152,16 +152,6 @@ def train_job(job: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- sampling
-def default_strategy(method: Any) -> tuple[Any, str, dict]:
-    """The strategy ``vantage sample`` uses without ``--strategy`` (see ``vantage.cli.sample``)."""
-    name = getattr(method, "default_strategy", None) or ("composed" if method.name == "viewfusion" else "stochastic")
-    if name == "composed":
-        from vantage.methods.viewfusion import composed_strategy
-
-        return composed_strategy, name, {}
-    return name, name, {"keep_first": 1} if name == "genvs-pooled" else {}
-
-
 def uncached(method: Any) -> Any:
     """A GeNVS denoiser that renders the conditioning at every call (its content cache disabled)."""
     from vantage.methods.genvs_sampling import GeNVSDenoiser, as_view_set
@@ -179,27 +169,28 @@ def orbit_row(label: str, method: Any, model: Any, obj: Any, args: argparse.Name
     """One orbit of ``model`` (the method, or an explicit single-view denoiser of it) from view 0 of ``obj``."""
     from vantage.diffusion.samplers import get_sampler
     from vantage.sampling import autoregressive_orbit
+    from vantage.sampling.strategy_choice import choose_strategy
 
     cfg = method.config
-    strategy, name, options = default_strategy(method)
+    choice = choose_strategy(method)  # what `vantage sample` uses without --strategy
     stamps: list[float] = []
     best = None
     for _ in range(args.orbit_repeats):
         t0 = time.perf_counter()
         marks = [t0]
-        res = autoregressive_orbit(model, obj.select([0]), obj.cameras, strategy=strategy, strategy_options=options,
-                                   sampler=get_sampler(cfg.default_sampler), sigmas=method.sampling_sigmas(steps),
-                                   seed=0, device=args.device,
+        res = autoregressive_orbit(model, obj.select([0]), obj.cameras, strategy=choice.strategy,
+                                   strategy_options=choice.options, sampler=get_sampler(cfg.default_sampler),
+                                   sigmas=method.sampling_sigmas(steps), seed=0, device=args.device,
                                    callback=lambda _, m=marks: m.append(time.perf_counter()))
         if best is None or res.seconds < best.seconds:
             best, stamps = res, marks
     per_view = [b - a for a, b in zip(stamps, stamps[1:])]
     n = int(best.generated.sum())
-    row = {"preset": label, "sampler": f"{cfg.default_sampler} x {steps}", "strategy": name,
+    row = {"preset": label, "sampler": f"{cfg.default_sampler} x {steps}", "strategy": choice.name,
            "guidance": cfg.default_guidance, "nfe_orbit": best.nfe, "nfe_view": best.nfe / n, "views": n,
            "orbit_s": best.seconds, "first_s": per_view[0], "median_s": statistics.median(per_view),
            "last_s": per_view[-1], "renders": getattr(model, "renders", None)}
-    if name == "composed":  # one UNet row per view of the set at every call
+    if choice.name == "composed":  # one UNet row per view of the set at every call
         row["unet_rows"] = int(best.nfe // n * best.set_sizes[best.generated].sum())
     return row
 

@@ -326,7 +326,7 @@ def test_cli_interpolated_strategy(tmp_path, capsys):
     assert "note: interpolated denoising: the input view is outside the window" in said  # 120° and 180° targets
     summary = json.loads((tmp_path / "vf" / "sample.json").read_text())
     assert summary["strategy_options"] == {"t_in": 0.4, "t_auto": 0.5, "window_deg": 100.0, "distance": "azimuth",
-                                           "separate_noise": True, "max_rows": 2}
+                                           "separate_noise": True, "max_rows": 2, "max_context": None}
     assert summary["order"] == [0, 1, 5, 2, 4, 3] and summary["set_sizes"] == [0, 1, 3, 5, 4, 2]
     inter = tmp_path / "vf" / "intermediates"
     assert sorted(p.name for p in inter.iterdir()) == ["001", "002", "003", "004", "005"]  # frame 0 is the input

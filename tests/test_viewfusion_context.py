@@ -168,6 +168,7 @@ def test_cli_max_context(vf_run, objects, tmp_path, capsys):
         assert "Traceback" not in said and len(said.strip().splitlines()) == 1
         return said
 
-    assert "needs --strategy composed (got stochastic)" in err("--strategy", "stochastic", "--max-context", "2")
+    assert "needs --strategy composed or interpolated (got stochastic)" in err("--strategy", "stochastic",
+                                                                              "--max-context", "2")
     assert "must be >= 0, got -1" in err("--max-context=-1")
     assert "--no-autoregressive" in err("--max-context", "2", "--no-autoregressive")

@@ -21,8 +21,9 @@ per target under the target's relative name).
 
 Writes into ``--out`` (new or empty, unless ``--overwrite``): ``metrics.json`` (settings, vantage
 version, means, per image, per object), ``metrics.md``, ``per_image.csv``, ``per_object.csv``
-(images in object sub-folders) and ``best_worst.png``. LPIPS and FID/KID need local weight files
-(docs/metrics.md); when one is missing only that metric is skipped, and the report names the file.
+(images in object sub-folders) and ``best_worst.png``. LPIPS, FID/KID and FD-DINOv2 (``fd_dinov2``) need
+local weight files (docs/metrics.md); when one is missing only that metric is skipped, and the report
+names the file.
 Protocols: ``--list``, and docs/evaluation.md.
 """
 
@@ -170,7 +171,7 @@ def cmd_evaluate(args) -> int:
     print(f"{result['images']} images: {_summary_line(result)}")
     if "baseline" in result:
         print(f"copy-the-input baseline: {_summary_line(result['baseline'])}")
-    labels = {"fid": "FID", "kid_mean": "KID", "jfid": "joint FID"}
+    labels = {"fid": "FID", "kid_mean": "KID", "jfid": "joint FID", "fd_dinov2": "FD-DINOv2"}
     for key, value in result["set_metrics"].items():
         if key in labels:
             print(f"{labels[key]}: {value:.4g}")

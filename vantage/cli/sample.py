@@ -20,8 +20,8 @@ weights w_0 = exp(-(Δ_0/π)/T_in) for the input and (1 - w_0)·softmax(-Δ_i/ma
 others; its default order is alternating). ``--walk-step DEG`` (interpolated only) is the paper's single-target
 mode: every target is generated on its own, by a walk from the input in steps of at most DEG degrees (each pose
 conditioned on the input and the walk's earlier poses), instead of one autoregressive orbit. ``--max-context K``
-(composed only) composes the inputs and only the K generated views nearest in pose to the target, which bounds
-the cost of a view.
+(composed and interpolated) conditions on the inputs and only the K generated views nearest in pose to the target,
+which bounds the cost of a view.
 
 Targets: the orbit through the (first) input at its elevation (``--elevation`` any other), over the
 full circle or a partial arc ``--arc START:END`` (degrees from the input's azimuth, e.g.
@@ -243,7 +243,8 @@ def cmd_sample(args) -> int:
     guidance = method.config.default_guidance if args.guidance is None else args.guidance
     guidance_text, guidance_record = guidance_summary(method, guidance)  # what actually runs
     sr, sr_folder = load_sr(args.sr_checkpoint, method, device) if args.sr_checkpoint else (None, None)
-    strategy, strategy_name, strategy_options = choose_strategy(method, args)
+    choice = choose_strategy(method, args)
+    strategy, strategy_name, strategy_options = choice.strategy, choice.name, choice.options
     cfg = method.config
     res = cfg.resolution
     print(f"model: {method.name} from {folder} ({sum(p.numel() for p in method.parameters()) / 1e6:.2f}M "
@@ -270,7 +271,7 @@ def cmd_sample(args) -> int:
     k = len(in_idx)
     walking = args.walk_step is not None
     mode = "single-target walks" if walking else "autoregressive" if args.autoregressive else "fixed views"
-    order = args.order or ("alternating" if strategy_name == "interpolated" else "sequential")
+    order = choice.order
     how = walk_plan_text(inputs, targets, args.walk_step) if walking else f"order {order}"
     print(f"generating {len(targets)} views ({target_kind}, {how}) from {k} input view(s) "
           f"{in_idx} with {sampler} x {steps} steps, guidance {guidance_text}, strategy {strategy_name}, {mode}, "
@@ -332,7 +333,7 @@ def cmd_sample(args) -> int:
                "sr_checkpoint": str(sr_folder) if sr is not None else None,
                **(walk_summary(walks, args.walk_step) if walks is not None else {}),
                "seconds_total": round(time.perf_counter() - t_start, 3)}
-    if args.max_context is not None:  # the views actually composed for each frame
+    if args.max_context is not None:  # the views in each frame's bounded context (interpolated: before its window)
         summary["context_sizes"] = [min(n, k + args.max_context) for n in summary["set_sizes"]]
     (out / "sample.json").write_text(json.dumps(summary, indent=2))
     files.append("sample.json")

@@ -1,14 +1,17 @@
-"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID and joint FID, 3D consistency (docs/consistency.md).
+"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID, joint FID, FD-DINOv2, 3D consistency (docs/consistency.md).
 
 Input conventions (see docs/metrics.md): :func:`psnr`/:func:`ssim` take [0, 1] images (map
-vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS` and :class:`FIDInceptionV3` take
-[-1, 1] images (``normalize=True`` for [0, 1]). LPIPS and FID/KID need local weight files
-(:mod:`vantage.eval.weights`); a missing one raises :class:`WeightsUnavailable`.
+vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS`, :class:`FIDInceptionV3` and
+:class:`DINOv2Features` take [-1, 1] images (``normalize=True`` for [0, 1]). LPIPS, FID/KID and
+FD-DINOv2 need local weight files (:mod:`vantage.eval.weights`); a missing one raises
+:class:`WeightsUnavailable`.
 """
 
 from vantage.eval.consistency import adjacent_view_score, consistency_score, reprojection_error, split_views
+from vantage.eval.dinov2 import DINOv2Features
 from vantage.eval.fid import (
     FeatureStats,
+    fd_dinov2,
     feature_stats,
     fid,
     frechet_distance,
@@ -28,10 +31,12 @@ from vantage.eval.weights import WEIGHT_FILES, WeightsChecksumError, WeightsUnav
 __all__ = [
     "LPIPS",
     "WEIGHT_FILES",
+    "DINOv2Features",
     "FIDInceptionV3",
     "FeatureStats",
     "WeightsChecksumError",
     "WeightsUnavailable",
+    "fd_dinov2",
     "feature_stats",
     "fid",
     "find_weights",

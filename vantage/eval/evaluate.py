@@ -10,7 +10,8 @@ as ``(3, H, W)`` in [-1, 1] and scored with :mod:`vantage.eval.metrics` on [0, 1
 * per image: PSNR (peak ``psnr_data_range``, identical images count as 100 dB so that means stay
   finite), SSIM (``"gaussian"`` 11x11 σ 1.5 or ``"uniform7"``), LPIPS (``lpips_net``) when its
   weight files are present (else only LPIPS is skipped and the missing file is named);
-* over the whole set: FID and KID (Inception features) when asked for and the weights are present;
+* over the whole set: FID and KID (Inception features) and FD-DINOv2 (``fd_dinov2``: DINOv2
+  ViT-L/14 features, :mod:`vantage.eval.dinov2`) when asked for and their weights are present;
   the joint FID (``jfid``, VIVID's: :func:`vantage.eval.fid.joint_fid`) also needs the source
   (input) view of every target, given as ``sources`` (``--inputs DIR``; see :func:`match_sources`).
 
@@ -37,10 +38,13 @@ from vantage.eval.metrics import psnr, ssim, to_unit
 from vantage.eval.protocol import MetricSettings
 
 __all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "match_sources", "load_rgb", "evaluate_folders",
-           "summarise", "combine_samples", "PER_IMAGE_METRICS", "SET_METRICS", "PSNR_CAP"]
+           "summarise", "combine_samples", "PER_IMAGE_METRICS", "SET_METRICS", "INCEPTION_METRICS", "DINOV2_METRICS",
+           "PSNR_CAP"]
 
 PER_IMAGE_METRICS = ("psnr", "ssim", "lpips")
-SET_METRICS = ("fid", "kid", "jfid")  # over the whole set, from Inception features
+INCEPTION_METRICS = ("fid", "kid", "jfid")  # over the whole set, from Inception features
+DINOV2_METRICS = ("fd_dinov2",)  # over the whole set, from DINOv2 ViT-L/14 features
+SET_METRICS = INCEPTION_METRICS + DINOV2_METRICS
 PSNR_CAP = 100.0
 _SHOW = 5  # names listed in an error before "... (N in all)"
 
@@ -139,11 +143,17 @@ def load_rgb(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tenso
 
 
 # --------------------------------------------------------------------------------------- scoring
-class Scorer:
-    """Per-image metrics of ``(B, 3, H, W)`` batches in [-1, 1], plus Inception features for FID/KID/joint FID.
+def _no_features() -> dict[str, list[Tensor]]:
+    """Empty feature lists: Inception (``pred``, ``gt``, ``source``) and DINOv2 (``dino_pred``, ``dino_gt``)."""
+    return {"pred": [], "gt": [], "source": [], "dino_pred": [], "dino_gt": []}
 
-    The LPIPS and Inception networks are built once, when their metrics are asked for; a missing
-    weight file puts the metric in ``skipped`` (with the message naming the file) instead of failing.
+
+class Scorer:
+    """Per-image metrics of ``(B, 3, H, W)`` batches in [-1, 1], plus the features of the set metrics.
+
+    Inception features for FID/KID/joint FID, DINOv2 features for FD-DINOv2. The LPIPS, Inception
+    and DINOv2 networks are built once, when their metrics are asked for; a missing weight file puts
+    the metrics that need it in ``skipped`` (with the message naming the file) instead of failing.
     """
 
     def __init__(self, settings: MetricSettings | None = None, device: str | torch.device = "cpu") -> None:
@@ -153,8 +163,8 @@ class Scorer:
         self.settings, self.device = settings, torch.device(device)
         self.skipped: dict[str, str] = {}
         self.notes: list[str] = []
-        self.lpips = self.inception = None
-        self.features: dict[str, list[Tensor]] = {"pred": [], "gt": [], "source": []}
+        self.lpips = self.inception = self.dinov2 = None
+        self.features: dict[str, list[Tensor]] = _no_features()
         if "lpips" in settings.names:
             from vantage.eval.lpips import LPIPS
 
@@ -162,13 +172,22 @@ class Scorer:
                 self.lpips = LPIPS(settings.lpips_net).to(self.device)
             except WeightsUnavailable as e:
                 self.skipped["lpips"] = str(e)
-        if set(SET_METRICS) & set(settings.names):
+        if set(INCEPTION_METRICS) & set(settings.names):
             from vantage.eval.inception import FIDInceptionV3
 
             try:
                 self.inception = FIDInceptionV3().to(self.device)
             except WeightsUnavailable as e:
-                for m in SET_METRICS:
+                for m in INCEPTION_METRICS:
+                    if m in settings.names:
+                        self.skipped[m] = str(e)
+        if set(DINOV2_METRICS) & set(settings.names):
+            from vantage.eval.dinov2 import DINOv2Features
+
+            try:
+                self.dinov2 = DINOv2Features().to(self.device)
+            except WeightsUnavailable as e:
+                for m in DINOV2_METRICS:
                     if m in settings.names:
                         self.skipped[m] = str(e)
 
@@ -224,31 +243,39 @@ class Scorer:
             self.features["gt"].append(self.inception(gt.to(self.device).float().clamp(-1, 1)).cpu())
             if joint:
                 self.features["source"].append(self.inception(source.to(self.device).float().clamp(-1, 1)).cpu())
+        if features and self.dinov2 is not None:
+            self.features["dino_pred"].append(self.dinov2(pred.to(self.device).float().clamp(-1, 1)).cpu())
+            self.features["dino_gt"].append(self.dinov2(gt.to(self.device).float().clamp(-1, 1)).cpu())
         return [{"image": n, "object": n.rpartition("/")[0], **{m: cols[m][i] for m in PER_IMAGE_METRICS}}
                 for i, n in enumerate(names)]
 
     def set_metrics(self) -> dict[str, float]:
-        """FID, KID mean/std and joint FID between all predictions and truths scored with ``features=True``.
+        """FID, KID mean/std, joint FID and FD-DINOv2 between all predictions and truths scored with ``features=True``.
 
         The joint FID pairs each image's features with its source's (:func:`vantage.eval.fid.joint_fid`).
         """
-        if self.inception is None or not self.features["pred"]:
-            return {}
-        from vantage.eval.fid import fid, joint_fid, kid
+        from vantage.eval.fid import fd_dinov2, fid, joint_fid, kid
 
-        fp, fg = torch.cat(self.features["pred"]).double().numpy(), torch.cat(self.features["gt"]).double().numpy()
-        if len(fp) < 2:
-            self._note("FID/KID/joint FID need at least 2 images: not computed")
+        n = sum(len(f) for f in self.features["pred"] or self.features["dino_pred"])
+        if n == 0:
+            return {}
+        if n < 2:
+            self._note("FID/KID/joint FID/FD-DINOv2 need at least 2 images: not computed")
             return {}
         out: dict[str, float] = {}
-        if "fid" in self.settings.names:
-            out["fid"] = fid(fp, fg)
-        if "kid" in self.settings.names:
-            out["kid_mean"], out["kid_std"] = kid(fp, fg)
-        if "jfid" in self.settings.names:
-            fs = torch.cat(self.features["source"]).double().numpy()
-            out["jfid"] = joint_fid(fp, fg, fs)
-        out["set_size"] = len(fp)
+        if self.features["pred"]:
+            fp, fg = torch.cat(self.features["pred"]).double().numpy(), torch.cat(self.features["gt"]).double().numpy()
+            if "fid" in self.settings.names:
+                out["fid"] = fid(fp, fg)
+            if "kid" in self.settings.names:
+                out["kid_mean"], out["kid_std"] = kid(fp, fg)
+            if "jfid" in self.settings.names:
+                fs = torch.cat(self.features["source"]).double().numpy()
+                out["jfid"] = joint_fid(fp, fg, fs)
+        if self.features["dino_pred"] and "fd_dinov2" in self.settings.names:
+            dp, dg = (torch.cat(self.features[k]).double().numpy() for k in ("dino_pred", "dino_gt"))
+            out["fd_dinov2"] = fd_dinov2(dp, dg)
+        out["set_size"] = n
         return out
 
 
@@ -309,7 +336,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
         if lacking:
             raise EvaluationError(f"no source (input) image for the joint FID for {_listing(lacking)}")
     scorer = scorer or Scorer(settings, device)
-    scorer.features = {"pred": [], "gt": [], "source": []}  # set metrics of this folder only (a shared scorer)
+    scorer.features = _no_features()  # set metrics of this folder only (a shared scorer)
     records: list[dict[str, Any]] = []
     chunks = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
     if progress:

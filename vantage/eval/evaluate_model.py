@@ -32,7 +32,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -42,6 +42,9 @@ from vantage.data.views import ObjectViews, SceneDataset
 from vantage.eval.evaluate import EvaluationError, Scorer, combine_samples, evaluate_folders
 from vantage.eval.protocol import Protocol, load_protocol
 from vantage.eval.report import write_report
+
+if TYPE_CHECKING:
+    from vantage.sampling.strategy_choice import StrategyChoice
 
 __all__ = ["evaluate_checkpoint", "open_protocol_dataset", "select_objects", "choose_views", "GENERATED_DIRS"]
 
@@ -210,25 +213,18 @@ def _save(images: torch.Tensor, folder: Path, ids: list[int]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------- model
-def _strategy(method: Any, name: str | None, guidance: float) -> tuple[Any, str]:
-    composing = callable(getattr(method, "set_denoiser", None)) and method.name == "viewfusion"
-    name = name or getattr(method, "default_strategy", None) or ("composed" if composing else "stochastic")
-    if name == "genvs-pooled" and method.name != "genvs":
-        raise EvaluationError(f"strategy 'genvs-pooled' pools GeNVS feature volumes; '{method.name}' has none")
-    if name == "composed":
-        if not composing:
-            raise EvaluationError(f"strategy 'composed' needs a ViewFusion checkpoint; '{method.name}' conditions "
-                                  f"on one view at a time (use stochastic or single)")
-        from vantage.methods.viewfusion import composed_strategy
+def _strategy(method: Any, protocol: Protocol, guidance: float) -> StrategyChoice:
+    """The protocol's :class:`~vantage.sampling.strategy_choice.StrategyChoice` (the selection ``vantage sample``
+    uses), or an :class:`EvaluationError`."""
+    from vantage.sampling.strategy_choice import choose_strategy
 
-        return composed_strategy, name
-    if guidance and not getattr(method, "supports_guidance", True):
-        raise EvaluationError(f"{method.name} has no classifier-free guidance; the protocol asks for {guidance:g}")
+    s = protocol.sampling
     try:
-        method.single_view_denoiser()
-    except NotImplementedError:
-        raise EvaluationError(f"'{method.name}' has no single-view denoiser for strategy '{name}'") from None
-    return name, name
+        return choose_strategy(method, s.strategy, guidance=guidance, max_context=s.max_context,
+                               autoregressive=s.autoregressive, order=s.order,
+                               names={"guidance": "the protocol's guidance", "autoregressive": "autoregressive: false"})
+    except ValueError as e:
+        raise EvaluationError(f"protocol {protocol.label}: sampling: {e}") from None
 
 
 def _consistency(name: str, given: ObjectViews, truth: ObjectViews, generated: torch.Tensor, protocol: Protocol,
@@ -297,7 +293,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         raise EvaluationError(f"protocol {protocol.label}: {str(e).strip(chr(39))}") from None
     n_steps = steps or s.steps or cfg.default_steps
     guidance = cfg.default_guidance if s.guidance is None else s.guidance
-    strategy, strategy_name = _strategy(method, s.strategy, guidance)
+    choice = _strategy(method, protocol, guidance)
+    strategy, strategy_name = choice.strategy, choice.name
     ds = open_protocol_dataset(protocol, data, res)
     picked = select_objects(ds, protocol, objects)
     view_list = (_read_view_list(protocol.input_views["view_list"])
@@ -308,8 +305,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     log(f"model: {method.name} from {folder} ({sum(p.numel() for p in method.parameters()) / 1e6:.2f}M parameters, "
         f"{res}x{res}), device {device}")
     log(f"protocol {protocol.label}: {len(picked)} object(s), {sampler} x {n_steps} steps, guidance {guidance:g}, "
-        f"strategy {strategy_name}, order {s.order}, {'autoregressive' if s.autoregressive else 'fixed views'}, "
-        f"{k_samples} sample(s) per target")
+        f"strategy {strategy_name}{'' if s.max_context is None else f' (max_context {s.max_context})'}, order "
+        f"{s.order}, {'autoregressive' if s.autoregressive else 'fixed views'}, {k_samples} sample(s) per target")
     notes: list[str] = []
     overrides = {k: v for k, v in (("objects", objects), ("steps", steps)) if v is not None}
     if overrides:
@@ -339,10 +336,11 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         k_in = len(inputs)
         given, truth = views.select(list(range(k_in))), views.select(list(range(k_in, len(views))))
         obj_seeds = [sample_seed(sd, i) for sd in seeds]
+        options = {**choice.options, "keep_first": k_in} if strategy_name == "genvs-pooled" else choice.options
         result = autoregressive_orbit(method, [given] * k_samples, truth.cameras, strategy=strategy, order=s.order,
                                       sampler=sampler, steps=n_steps, guidance=guidance, seed=obj_seeds,
                                       device=device, autoregressive=s.autoregressive,
-                                      strategy_options={"keep_first": k_in} if strategy == "genvs-pooled" else None)
+                                      strategy_options=options)
         gen = result.images.cpu()
         if not torch.isfinite(gen).all():
             bad = [targets[t] for t in range(len(targets)) if not torch.isfinite(gen[:, t]).all()]

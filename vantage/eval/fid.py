@@ -21,6 +21,10 @@
   ``joint_fid`` statistics accumulate ``torch.cat([features, src_features], -1)``). A model whose
   images look right but do not belong to their source keeps a low FID and gets a high joint FID.
 
+* FD-DINOv2 (G. Stein et al., "Exposing flaws of generative model evaluation metrics and their
+  unfair treatment of diffusion models", NeurIPS 2023): the same Fréchet distance on the 1024-d
+  DINOv2 ViT-L/14 features of :class:`~vantage.eval.dinov2.DINOv2Features` (:func:`fd_dinov2`).
+
 Features are ``(N, D)`` arrays or tensors (for FID/KID: the 2048-d pool3 features of
 :class:`~vantage.eval.inception.FIDInceptionV3`). Both metrics are only comparable between numbers
 computed with the same extractor, preprocessing and number of images (FID is biased: it grows
@@ -37,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FID_EXTRACTOR", "FeatureStats", "feature_stats", "fid", "frechet_distance", "joint_features", "joint_fid",
-           "kid", "load_stats", "mmd2_unbiased", "polynomial_kernel", "save_stats"]
+__all__ = ["FID_EXTRACTOR", "FeatureStats", "fd_dinov2", "feature_stats", "fid", "frechet_distance", "joint_features",
+           "joint_fid", "kid", "load_stats", "mmd2_unbiased", "polynomial_kernel", "save_stats"]
 
 FID_EXTRACTOR = "pt_inception-2015-12-05/pool3/bilinear299"
 
@@ -182,6 +186,17 @@ def fid(a: FeatureStats | ArrayLike, b: FeatureStats | ArrayLike, *, method: str
     if sa.extractor and sb.extractor and sa.extractor != sb.extractor:
         raise ValueError(f"statistics come from different feature extractors ('{sa.extractor}' vs '{sb.extractor}')")
     return frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma, method=method)
+
+
+def fd_dinov2(a: FeatureStats | ArrayLike, b: FeatureStats | ArrayLike, *, method: str = "auto") -> float:
+    """FD-DINOv2 between two sets of DINOv2 features ``(N, 1024)`` or their :class:`FeatureStats`.
+
+    The computation is :func:`fid`'s (means, unbiased covariances in float64, the same matrix square
+    root); only the features differ (:class:`~vantage.eval.dinov2.DINOv2Features`). Statistics saved
+    for reuse should name their extractor: ``feature_stats(f, extractor=FD_DINOV2_EXTRACTOR)``
+    (:data:`vantage.eval.dinov2.FD_DINOV2_EXTRACTOR`), so that they are not compared with Inception ones.
+    """
+    return fid(a, b, method=method)
 
 
 def joint_features(target: ArrayLike, source: ArrayLike) -> np.ndarray:

@@ -23,15 +23,16 @@ Fields (unknown keys and wrong types are errors naming the key, the file and wha
   out and listed).
 * ``resolution`` (px, square: views are centre-cropped and resized), ``background`` (``"white"``,
   ``"black"``, ``"grey"`` or ``[r, g, b]`` in [0, 1]).
-* ``metrics``: ``names`` (subset of ``psnr ssim lpips fid kid jfid``; ``jfid``: VIVID's joint FID of
-  (target, source image) pairs, :func:`vantage.eval.fid.joint_fid`), ``ssim_window`` (``"gaussian"``:
+* ``metrics``: ``names`` (subset of ``psnr ssim lpips fid kid jfid fd_dinov2``; ``jfid``: VIVID's joint
+  FID of (target, source image) pairs, :func:`vantage.eval.fid.joint_fid`; ``fd_dinov2``: the Fréchet
+  distance of DINOv2 ViT-L/14 features, :mod:`vantage.eval.dinov2`), ``ssim_window`` (``"gaussian"``:
   11x11, σ 1.5; ``"uniform7"``: 7x7 uniform, scikit-image's default), ``psnr_data_range`` (the peak
   R in 10·log10(R²/MSE) of [0, 1] images), ``lpips_net`` (``"vgg"`` | ``"alex"``), ``average``
   (``"images"``: mean over all images; ``"objects"``: mean of per-object means, as pixelNeRF),
   ``consistency`` (``null`` or ``{"grid", "iters", "holdout"}``: the 3D consistency score).
 * ``seeds`` (list of ints; one, or one per sample) and ``samples_per_target`` (int >= 1).
-* ``sampling``: ``sampler``, ``steps``, ``guidance``, ``strategy`` (``null`` = the model's own),
-  ``order`` (``"sequential"`` | ``"alternating"``), ``autoregressive`` (bool).
+* ``sampling``: ``sampler``, ``steps``, ``guidance``, ``strategy`` (``null`` = the model's own), ``order``
+  (``"sequential"`` | ``"alternating"``), ``autoregressive`` (bool), ``max_context`` (optional; null = all views).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ __all__ = ["Protocol", "DatasetSpec", "MetricSettings", "ConsistencySettings", "
            "PROTOCOL_DIR", "METRIC_NAMES", "load_protocol", "protocol_from_dict", "shipped_protocols"]
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
-METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid", "jfid")
+METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid", "jfid", "fd_dinov2")
 SSIM_WINDOWS = ("gaussian", "uniform7")
 STRATEGIES = ("stochastic", "single", "interpolated", "composed", "genvs-pooled")
 NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5),
@@ -102,6 +103,7 @@ class SamplingSettings:
     strategy: str | None = None
     order: str = "sequential"
     autoregressive: bool = True
+    max_context: int | None = None
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,8 @@ def _names(v: Any, key: str, where: str) -> tuple[str, ...]:
 def _sampling(v: Any, key: str, where: str) -> SamplingSettings:
     d = _fields(v, {"sampler": (_str(optional=True), None), "steps": (_int(1, optional=True), None),
                     "guidance": (_float(optional=True), None), "strategy": (_str(STRATEGIES, optional=True), None),
-                    "order": (_str(("sequential", "alternating")), "sequential"), "autoregressive": (_bool, True)},
+                    "order": (_str(("sequential", "alternating")), "sequential"), "autoregressive": (_bool, True),
+                    "max_context": (_int(0, optional=True), None)},
                 where, key)
     return SamplingSettings(**d)
 

@@ -8,7 +8,7 @@ settings) and writes into the output folder:
   settings (checkpoint mode), ``consistency`` (when scored) and ``result`` (means, per object, per
   image, set metrics, skipped metrics with the reason, notes, best and worst images);
 * ``metrics.md``: the same as Markdown tables (model and copy-the-input baseline, set metrics: FID,
-  KID, joint FID; per object);
+  KID, joint FID, FD-DINOv2; per object);
 * ``per_image.csv`` and, for images in object sub-folders, ``per_object.csv``;
 * ``best_worst.png``: the (up to) four best and four worst images by PSNR over their truths.
 
@@ -77,8 +77,10 @@ def _metric_line(s: MetricSettings) -> str:
     over = "per-object means" if s.average == "objects" else "images"
     joint = ("; joint FID: FID of the concatenated Inception features [target ‖ its source view] (VIVID)"
              if "jfid" in s.names else "")
+    dino = ("; FD-DINOv2: Fréchet distance of DINOv2 ViT-L/14 CLS features, bicubic resize to 224 (as EDM2)"
+            if "fd_dinov2" in s.names else "")
     return (f"PSNR on [0, 1] images with peak {s.psnr_data_range:g} (identical images: {PSNR_CAP:g} dB); SSIM "
-            f"{window}; LPIPS-{s.lpips_net} v0.1; mean over {over}{joint}")
+            f"{window}; LPIPS-{s.lpips_net} v0.1; mean over {over}{joint}{dino}")
 
 
 def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
@@ -100,7 +102,8 @@ def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
     if sm:
         parts = [f"FID {sm['fid']:.2f}" if "fid" in sm else "",
                  f"KID×10³ {1e3 * sm['kid_mean']:.2f} ± {1e3 * sm['kid_std']:.2f}" if "kid_mean" in sm else "",
-                 f"joint FID {sm['jfid']:.2f}" if "jfid" in sm else ""]
+                 f"joint FID {sm['jfid']:.2f}" if "jfid" in sm else "",
+                 f"FD-DINOv2 {sm['fd_dinov2']:.2f}" if "fd_dinov2" in sm else ""]
         lines += ["", f"Set metrics over {sm['set_size']} images: " + ", ".join(p for p in parts if p) + "."]
     for m, why in r["skipped"].items():
         lines += ["", f"**{m.upper()} skipped**: {why.splitlines()[0]}"]

@@ -1,8 +1,8 @@
-"""Local weight files for the perceptual metrics (LPIPS, FID/KID): where they are looked for, how they are checked.
+"""Local weight files for the perceptual metrics (LPIPS, FID/KID, FD-DINOv2): where they are looked for and checked.
 
-vantage never downloads anything. The networks behind LPIPS and FID/KID need published weights that
-the user puts in place once; :data:`WEIGHT_FILES` lists them (file name, where to get it, SHA-256),
-and :func:`find_weights` looks for one in this order:
+vantage never downloads anything. The networks behind LPIPS, FID/KID and FD-DINOv2 need published
+weights that the user puts in place once; :data:`WEIGHT_FILES` lists them (file name, where to get
+it, SHA-256), and :func:`find_weights` looks for one in this order:
 
 1. an explicit ``path`` argument (the file itself, or a folder holding it);
 2. the folder named by the environment variable ``VANTAGE_WEIGHTS``;
@@ -18,7 +18,11 @@ Checksums. Every file is verified against its full SHA-256 before use:
   of the SHA-256>.pth`` (the torch.hub convention); the full digests below start with those digits
   and agree with the values recorded by several independent projects that pin these files;
 * the LPIPS v0.1 linear layers were hashed from the files as committed in richzhang/PerceptualSimilarity
-  (unchanged since July 2018; the ``lpips`` wheel ships the same files).
+  (unchanged since July 2018; the ``lpips`` wheel ships the same files);
+* DINOv2's ``dinov2_vitl14_pretrain.pth`` carries no digest in its name and Meta publishes none: its
+  SHA-256 is the one recorded, with the same byte count (1,217,586,395, the ``Content-Length`` of
+  the download), by several unrelated public projects that pin this file. It was not computed
+  here (the file was not available); docs/metrics.md says how to check a copy.
 
 Hashing a 500 MB file takes a second or two; a verified file is remembered (by path, size and
 modification time) for the rest of the process.
@@ -131,6 +135,16 @@ WEIGHT_FILES: dict[str, WeightFile] = {
             size=95_628_359,
             used_by="FID/KID/joint FID: the TensorFlow FID Inception-v3 (2015-12-05) ported by pytorch-fid",
             source="pytorch-fid (torch-fidelity re-hosts the same bytes as weights-inception-2015-12-05-6726825d.pth)",
+        ),
+        WeightFile(
+            name="dinov2_vitl14",
+            relpath="dinov2_vitl14_pretrain.pth",
+            url="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+            sha256="d5383ea8f4877b2472eb973e0fd72d557c7da5d3611bd527ceeb1d7162cbf428",
+            size=1_217_586_395,
+            used_by="FD-DINOv2: the DINOv2 ViT-L/14 backbone (LVD-142M, without registers)",
+            source="facebookresearch/dinov2 (the file torch.hub.load('facebookresearch/dinov2', 'dinov2_vitl14') "
+                   "downloads to ~/.cache/torch/hub/checkpoints/)",
         ),
     )
 }

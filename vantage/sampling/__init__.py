@@ -9,7 +9,11 @@
 - :mod:`~vantage.sampling.walks`: every target of an object by its own single-target walk
   (:func:`sample_target_walks`), seeded per target camera.
 - :mod:`~vantage.sampling.context`: a bounded conditioning context (the inputs and the ``K`` generated views
-  nearest in pose, :func:`nearest_context`), ViewFusion's composed strategy's ``max_context``.
+  nearest in pose, :func:`nearest_context`), the ``max_context`` of ViewFusion's composed strategy and of
+  interpolated denoising.
+- :mod:`~vantage.sampling.strategy_choice`: which strategy a method samples with by default and which options fit
+  which strategy (:func:`~vantage.sampling.strategy_choice.choose_strategy`), shared by ``vantage sample``,
+  ``vantage serve``, ``vantage evaluate`` and the benchmarks.
 - :mod:`~vantage.sampling.orbit`: :func:`autoregressive_orbit` (generate a view, add it to the set,
   next target; or ``autoregressive=False``: every target from the inputs only), generation orders and
   per-sample seeding.

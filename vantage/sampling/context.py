@@ -1,7 +1,8 @@
 """A bounded conditioning context: which views of a growing set a set denoiser composes.
 
 In an autoregressive orbit the set grows by one view per generated target, so a strategy that conditions on
-*every* view of the set (ViewFusion's composed strategy, :func:`vantage.methods.viewfusion.composed_strategy`)
+*every* view of the set (ViewFusion's composed strategy, :func:`vantage.methods.viewfusion.composed_strategy`;
+interpolated denoising, :class:`~vantage.sampling.interpolated.InterpolatedDenoising`, every view in its window)
 costs ``N + j`` network rows per denoiser call at orbit step ``j``: a ``T``-view orbit costs
 ``steps · (T·N + T(T−1)/2)`` rows, quadratic in ``T``. :func:`nearest_context` bounds it: the input views are
 always kept, plus the ``K`` generated views **nearest in pose** to the target, so a view costs at most ``N + K``

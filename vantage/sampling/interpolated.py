@@ -28,6 +28,13 @@ view (the first valid view of the set: in :func:`~vantage.sampling.autoregressiv
 input) is always kept, also outside the window (a warning says so, once per strategy). Further
 input views are treated like generated views (the paper has one input).
 
+**Bounded context** (``max_context=K``): every view the strategy conditions on costs a network row, so without a
+bound the view generated at orbit step ``j`` costs up to ``N + j`` rows per call (``N`` inputs, ``j`` generated
+views before it, those inside the window). With ``K`` only the input views and the ``K`` generated views nearest in
+pose to the target (:func:`~vantage.sampling.context.nearest_context`, as the composed strategy's ``max_context``)
+are candidates; the window and the weights then apply to them as above, so a call costs at most ``N + K`` rows.
+``K`` at least the number of generated views is the unbounded strategy exactly.
+
 **Separate noise per branch** (``separate_noise=True``): in the reference implementation every
 branch takes its own sampler step with its *own* noise draw ``z_i`` from the shared ``x_t``, and the
 next states are then fused: ``x_{t−1} = Σ_i w_i (μ_i + σ_up z_i) = μ(fused ε̂) + σ_up Σ_i w_i z_i``.
@@ -61,6 +68,7 @@ from torch import Tensor
 from vantage.cameras import Cameras, cartesian_to_spherical, look_at, spherical_to_cartesian
 from vantage.data.pairs import sample_seed
 from vantage.diffusion.noise import GeneratorLike
+from vantage.sampling.context import nearest_context
 from vantage.sampling.strategies import Branches, DenoiserFn, Strategy, ViewSetCond, register_strategy
 
 __all__ = ["InterpolatedDenoising", "DISTANCES", "view_distances", "interpolation_weights", "branch_noise_sampler",
@@ -131,6 +139,8 @@ class InterpolatedDenoising(Strategy):
         separate_noise: the reference's separate noise draw per branch (module docstring); applied by
             :meth:`wrap_sampler`.
         max_rows: at most this many branches per network call (same result, less memory).
+        max_context: ``K >= 0``: condition on the input views and only the ``K`` other views nearest in pose to the
+            target (module docstring; ``ViewSetCond.inputs`` says which slots are inputs); None: every view.
 
     ``last_weights`` ``(B, K)`` and ``last_active`` ``(B, K)`` hold the weights of the latest call.
     """
@@ -139,7 +149,7 @@ class InterpolatedDenoising(Strategy):
 
     def __init__(self, denoiser: DenoiserFn, *, t_in: float = 0.5, t_auto: float = 0.5, window_deg: float = 125.0,
                  distance: Literal["azimuth", "azimuth+elevation"] = "azimuth", separate_noise: bool = False,
-                 max_rows: int | None = None) -> None:
+                 max_rows: int | None = None, max_context: int | None = None) -> None:
         super().__init__(denoiser, max_rows=max_rows)
         for key, value in (("t_in", t_in), ("t_auto", t_auto)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -148,6 +158,11 @@ class InterpolatedDenoising(Strategy):
             raise ValueError(f"interpolated: window_deg must be an angle >= 0 in degrees, got {window_deg!r}")
         if distance not in DISTANCES:
             raise ValueError(f"interpolated: distance must be one of {DISTANCES}, got {distance!r}")
+        if max_context is not None and (isinstance(max_context, bool) or not isinstance(max_context, int)
+                                        or max_context < 0):
+            raise ValueError(f"interpolated: max_context must be None or an int >= 0 (generated views), "
+                             f"got {max_context!r}")
+        self.max_context = max_context
         self.t_in, self.t_auto, self.window_deg = float(t_in), float(t_auto), float(window_deg)
         self.distance, self.separate_noise = distance, bool(separate_noise)
         self.last_weights: Tensor | None = None
@@ -161,6 +176,9 @@ class InterpolatedDenoising(Strategy):
         if self._cache is not None and self._cache[0] is cond:
             return self._cache[1]
         valid = cond.views.valid.cpu()
+        if self.max_context is not None:  # the inputs and the K nearest other views
+            valid = nearest_context(valid, cond.views.cameras, cond.target, max_generated=self.max_context,
+                                    inputs=cond.inputs)
         delta = view_distances(cond.views.cameras.to("cpu"), cond.target.to("cpu"), self.distance)
         w, active = interpolation_weights(delta, valid, t_in=self.t_in, t_auto=self.t_auto,
                                           window_deg=self.window_deg)
@@ -284,7 +302,8 @@ class WalkResult:
 
 def sample_single_target(model: Any, inputs: Any, target: Cameras, *, step_deg: float = 10.0, t_in: float = 0.5,
                          t_auto: float = 0.5, window_deg: float = 125.0, separate_noise: bool = False,
-                         max_rows: int | None = None, distance: str = "azimuth+elevation",
+                         max_rows: int | None = None, max_context: int | None = None,
+                         distance: str = "azimuth+elevation",
                          seed: int | Sequence[int] | None = 0,
                          generator: torch.Generator | Sequence[torch.Generator] | None = None,
                          **orbit_options: Any) -> WalkResult:
@@ -298,7 +317,8 @@ def sample_single_target(model: Any, inputs: Any, target: Cameras, *, step_deg: 
             a list of them or a ``ViewSet (B, N)``).
         target: :class:`Cameras` ``(B,)``, or one camera (``()`` / ``(1,)``) for every sample.
         step_deg: the largest azimuth and elevation step between poses (the paper: 10°).
-        t_in, t_auto, window_deg, separate_noise, max_rows: :class:`InterpolatedDenoising` options.
+        t_in, t_auto, window_deg, separate_noise, max_rows, max_context: :class:`InterpolatedDenoising` options
+            (``max_context=K``: a pose conditions on the inputs and the ``K`` earlier poses nearest to it).
         distance: its distance, ``"azimuth+elevation"`` (the paper's single-target mode, default) or ``"azimuth"``.
         seed, generator: per-sample base seeds (:func:`~vantage.sampling.sample_seeds`); a sample's
             result does not depend on the batch.
@@ -319,7 +339,7 @@ def sample_single_target(model: Any, inputs: Any, target: Cameras, *, step_deg: 
     first = views.valid.long().argmax(dim=1)
     paths = [walk_cameras(views.cameras[b, int(first[b])], tc[b], step_deg=step_deg) for b in range(B)]
     options = {"t_in": t_in, "t_auto": t_auto, "window_deg": window_deg, "distance": distance,
-               "separate_noise": separate_noise, "max_rows": max_rows}
+               "separate_noise": separate_noise, "max_rows": max_rows, "max_context": max_context}
     image = torch.zeros_like(views.images[:, 0])
     path_images: list[Tensor] = [torch.empty(0)] * B
     nfe = 0

@@ -188,17 +188,14 @@ class ServeEngine:
             cfg = method.config
             report(0.0, "preparing the input")
             inp = prepare_input(info, req.image, req.benchmark)
-            strategy, strategy_name, options, order = choose_strategy(info, method, req.strategy)
+            guidance = float(cfg.default_guidance if req.guidance is None else req.guidance)
+            strategy, strategy_name, options, order = choose_strategy(info, method, req.strategy, guidance)
             sampler = (req.sampler or "").strip() or cfg.default_sampler
             try:
                 get_sampler(sampler)
             except KeyError as e:
                 raise ServeError(str(e).strip("'\"")) from None
             steps = int(req.steps or self.steps or cfg.default_steps)
-            guidance = float(cfg.default_guidance if req.guidance is None else req.guidance)
-            if guidance and not info.supports_guidance:
-                raise ServeError(f"{info.method} has no classifier-free guidance (no unconditional branch): set the "
-                                 f"guidance to 0 (got {guidance:g})")
 
             input_cam = inp.views.cameras[inp.input_index:inp.input_index + 1]
             in_el = 90.0 - math.degrees(float(input_cam.spherical()[0, 0]))

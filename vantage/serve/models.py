@@ -5,8 +5,9 @@
 * :func:`checkpoint_folder`: a run folder's newest checkpoint, a checkpoint folder, or the folder of a file in it.
 * :func:`read_model_info`: :class:`ModelInfo` from ``config.json`` alone (the network is not built): the method,
   its resolution, its sampling defaults and the camera assumed for a photo.
-* :func:`choose_strategy`: the strategy, its options and the generation order, as ``vantage sample`` chooses
-  them (``auto``: ViewFusion's composed strategy for ViewFusion, 3DiM's stochastic conditioning otherwise).
+* :func:`choose_strategy`: the strategy, its options and the generation order, by the selection ``vantage sample``
+  uses (:mod:`vantage.sampling.strategy_choice`; ``auto``: the method's own strategy, ViewFusion's composed
+  strategy for ViewFusion, 3DiM's stochastic conditioning for most others).
 
 :class:`ServeError` is a problem that the person using the page can fix; the page shows its message.
 """
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vantage.sampling.strategy_choice import STRATEGY_NAMES, composes, default_strategy_name
+
 __all__ = ["ServeError", "ModelInfo", "default_checkpoint", "checkpoint_folder", "read_model_info",
            "choose_strategy", "STRATEGY_CHOICES"]
 
-STRATEGY_CHOICES = ("auto", "stochastic", "single", "interpolated", "composed", "genvs-pooled")
+STRATEGY_CHOICES = ("auto", *STRATEGY_NAMES)
 
 
 class ServeError(Exception):
@@ -67,6 +70,8 @@ class ModelInfo:
         folder: the checkpoint folder. method: the method's name. config: its config dataclass.
         composing: ViewFusion composes its whole set (its default strategy is ``composed``).
         supports_guidance: whether classifier-free guidance applies (False for ViewFusion).
+        default_strategy: the strategy ``auto`` means
+            (:func:`~vantage.sampling.strategy_choice.default_strategy_name`).
     """
 
     folder: Path
@@ -74,15 +79,11 @@ class ModelInfo:
     config: Any
     composing: bool
     supports_guidance: bool
-    own_default: str | None = None  # the method's ``default_strategy`` (GeNVS: genvs-pooled; regression: single)
+    default_strategy: str = "stochastic"
 
     @property
     def resolution(self) -> int:
         return int(self.config.resolution)
-
-    @property
-    def default_strategy(self) -> str:
-        return self.own_default or ("composed" if self.composing else "stochastic")
 
     def describe(self) -> str:
         c = self.config
@@ -104,33 +105,24 @@ def read_model_info(path: str | Path) -> ModelInfo:
         config = config_from_dict(cls.config_class, data["config"], where=str(cfg_file))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, ImportError) as e:
         raise ServeError(f"{cfg_file}: not a readable vantage checkpoint config ({type(e).__name__}: {e})") from None
-    composing = cls.name == "viewfusion" and callable(getattr(cls, "set_denoiser", None))
-    return ModelInfo(folder, cls.name, config, composing, bool(getattr(cls, "supports_guidance", True)),
-                     getattr(cls, "default_strategy", None))
+    return ModelInfo(folder, cls.name, config, composes(cls), bool(getattr(cls, "supports_guidance", True)),
+                     default_strategy_name(cls))
 
 
-def choose_strategy(info: ModelInfo, method: Any, name: str | None) -> tuple[Any, str, dict, str]:
-    """``(strategy for autoregressive_orbit, its name, its options, generation order)`` of strategy ``name``."""
+def choose_strategy(info: ModelInfo, method: Any, name: str | None,
+                    guidance: float | None = None) -> tuple[Any, str, dict, str]:
+    """``(strategy for autoregressive_orbit, its name, its options, generation order)`` of strategy ``name``
+    (``auto``: the model's own) at ``guidance``, as :func:`vantage.sampling.strategy_choice.choose_strategy`
+    selects it for one input view; the composed strategy keeps its mean weight maps for the page."""
+    from vantage.sampling.strategy_choice import choose_strategy as choose
+
     name = (name or "auto").strip().lower()
     if name not in STRATEGY_CHOICES:
         raise ServeError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_CHOICES)}")
     name = info.default_strategy if name == "auto" else name
-    if name == "genvs-pooled" and info.method != "genvs":
-        raise ServeError(f"the genvs-pooled strategy pools GeNVS feature volumes; '{info.method}' has none")
-    if name == "composed" and not info.composing:
-        raise ServeError(f"the composed strategy needs a ViewFusion checkpoint; '{info.method}' conditions on one "
-                         f"view at a time (use stochastic or single)")
     try:
-        method.single_view_denoiser()
-    except NotImplementedError:
-        raise ServeError(f"the method '{info.method}' has no single-view denoiser: the page cannot sample it") from None
-    if name == "interpolated":
-        return name, name, {"t_in": 0.5, "t_auto": 0.5, "window_deg": 125.0, "distance": "azimuth",
-                            "separate_noise": False, "max_rows": None}, "alternating"
-    if name == "composed":
-        from vantage.methods.viewfusion import composed_strategy
-
-        return composed_strategy, name, {"accumulate_weights": True}, "sequential"
-    if name == "genvs-pooled":
-        return name, name, {"keep_first": 1}, "sequential"  # the page gives one input view
-    return name, name, {}, "sequential"
+        c = choose(method, name, guidance=guidance, weights="mean" if name == "composed" else None, input_views=1,
+                   names={"strategy": "the strategy", "guidance": "the guidance"})
+    except ValueError as e:
+        raise ServeError(str(e)) from None
+    return c.strategy, c.name, c.options, c.order
