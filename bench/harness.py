@@ -5,7 +5,8 @@ run folder:
 
 1. **train or load**: a folder without a checkpoint is trained for ``--kimg`` thousand images on the
    embedded synthetic data, with the same training recipe for every method (global batch, AdamW lr,
-   constant schedule after a fixed warm-up, bf16 autocast, seed): ``vantage train`` run in this
+   constant schedule after a fixed warm-up, bf16 autocast, seed; a preset's own training defaults, such as
+   VIVID's EDM2 schedule and power EMA, are reset to the trainer's built-in values): ``vantage train`` run in this
    process (the exact command is printed). A run that exists is evaluated as it is, and resumed /
    extended to ``--kimg`` only with ``--train``. Training images/s = images / training time from
    its ``stats.jsonl`` (file writing excluded);
@@ -146,6 +147,16 @@ def method_overrides(preset: str, method: str, args: argparse.Namespace) -> list
     """``--set`` items of ``vantage train`` for ``preset``: the shared recipe, --tiny, then the user's."""
     train = {"lr": args.lr, "lr_schedule": "constant", "warmup": WARMUP_STEPS, "precision": args.precision,
              "seed": 0, "log_every": 50}
+    # a preset's own training defaults (e.g. VIVID's EDM2 schedule, power EMA, Adam betas) are reset to the
+    # trainer's built-in values, so that every method really trains with the same recipe
+    from dataclasses import asdict
+
+    from vantage.methods import preset_train_defaults
+    from vantage.train import TrainConfig
+
+    builtin = asdict(TrainConfig())
+    for key in preset_train_defaults(preset):
+        train.setdefault(key, builtin[key])
     if args.workers is not None:
         train["num_workers"] = args.workers
     if args.quick:

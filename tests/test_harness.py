@@ -122,3 +122,19 @@ def test_failed_method_is_reported_and_the_others_kept(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "holds no checkpoint; pass --train" in out and "failed (see notes)" in out
     assert (runs / "regression-shapes32" / "notes.txt").read_text() == "not a run"
+
+
+def test_every_method_gets_the_same_training_recipe():
+    """A preset's own training defaults (VIVID: EDM2 schedule, power EMA, Adam betas, no clipping) are reset to
+    the trainer's built-in values, so the harness compares methods at one recipe."""
+    from vantage.methods import preset_train_defaults
+
+    args = harness.parse_args(["--runs", "unused"])
+    vivid = dict(item.split("=", 1) for item in harness.method_overrides("vivid-shapes32", "vivid", args))
+    plain = dict(item.split("=", 1) for item in harness.method_overrides("3dim-shapes32", "3dim", args))
+    assert preset_train_defaults("vivid-shapes32")  # else this test checks nothing
+    for key in preset_train_defaults("vivid-shapes32"):
+        assert f"train.{key}" in vivid, key
+    shared = {k: v for k, v in vivid.items() if k in plain}
+    assert shared == {k: plain[k] for k in shared}
+    assert vivid["train.ema"] == '"halflife"' and vivid["train.lr_schedule"] == '"constant"'
