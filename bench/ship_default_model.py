@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vantage.methods import PRESETS, method_class, preset_train_defaults
+from vantage.methods import all_presets, method_class, preset_train_defaults
 from vantage.train import TrainConfig, find_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "vantage" / "assets" / "default-3dim"
@@ -45,9 +45,10 @@ def _value(v: Any) -> str:
 def train_command(config: dict, out: str = "RUN_DIR") -> str:
     """The ``vantage train`` command that reproduces a run from its stored ``config.json``."""
     preset, method = config.get("preset"), config["method"]
-    base = PRESETS.get(preset, (method, {}, ""))[1] if preset else {}
+    presets = all_presets()  # the registry fills as method modules are imported: import them all
+    base = presets.get(preset, (method, {}, ""))[1] if preset else {}
     cls = method_class(method)
-    preset_cfg = dataclasses.asdict(cls.config_class(**base)) if preset in PRESETS else {}
+    preset_cfg = dataclasses.asdict(cls.config_class(**base)) if preset in presets else {}
     parts = ["vantage", "train", preset or method, "--data", config["data"]["spec"]]
     if config["data"].get("format"):
         parts += ["--format", config["data"]["format"]]
@@ -59,7 +60,7 @@ def train_command(config: dict, out: str = "RUN_DIR") -> str:
         if k not in preset_cfg or _norm(preset_cfg[k]) != _norm(v):
             parts += ["--set", f"{k}={_value(v)}"]
     defaults = dataclasses.asdict(TrainConfig())
-    if preset in PRESETS:  # the preset's training defaults apply unless the command overrides them
+    if preset in presets:  # the preset's training defaults apply unless the command overrides them
         defaults.update(preset_train_defaults(preset))
     for k, v in sorted(train.items()):
         if k in ("duration", "batch"):

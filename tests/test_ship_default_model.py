@@ -70,3 +70,21 @@ def test_the_rebuilt_command_accounts_for_a_presets_training_defaults():
     assert "train.lr=" not in ship.train_command(config)
     config["train"] = {**train, "lr": TrainConfig().lr}
     assert f"--set train.lr={TrainConfig().lr}" in ship.train_command(config)
+
+
+def test_the_rebuilt_command_in_a_fresh_process_knows_the_presets(tmp_path):
+    """The preset registry fills as method modules are imported; the ship script alone must still see the preset
+    (else every config field would come out as a --set)."""
+    import subprocess
+    import sys
+
+    from vantage.methods import build_method
+
+    cfg = {"method": "3dim", "preset": "3dim-shapes32", "data": {"spec": "synthetic"},
+           "config": build_method("3dim-shapes32").to_json()["config"], "train": {"duration": 5, "batch": 4}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    code = (f"import sys, json; sys.path.insert(0, {str(SCRIPT.parent)!r}); import ship_default_model as s; "
+            f"print(s.train_command(json.load(open({str(path)!r}))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "vantage train 3dim-shapes32 --data synthetic --out RUN_DIR --steps 5 --batch 4", out
