@@ -169,7 +169,7 @@ def test_joint_fid_needs_the_sources(folders, tmp_path):
     with pytest.raises(EvaluationError, match=r"2 target\(s\) have no source image: obj07/000001, obj07/000002; "
                                               r"2 target\(s\) have several candidates .*: obj05/000001, obj05/000002"):
         evaluate_folders(folders / "pred", folders / "gt", settings=JOINT, sources=folders / "inputs", progress=False)
-    with pytest.raises(EvaluationError, match=r"no source \(input\) image for the joint FID for obj00/000001"):
+    with pytest.raises(EvaluationError, match=r"no source \(input\) image for the joint FID \(jfid\) for obj00/000001"):
         evaluate_folders(folders / "pred", folders / "gt", settings=JOINT, sources={}, progress=False)
     # one source per target under the target's own name is the other accepted layout
     per_target = tmp_path / "per_target"

@@ -14,16 +14,16 @@ dataset on disk (SRN, NMR, RealEstate10K) needs its folder with ``--data``. ``--
 Files mode scores an existing folder of predictions against a folder of ground truth, matched
 by relative path without extension (``obj/000012.png`` <-> ``obj/000012.jpg``); ``--protocol``
 takes the metric settings and background from a protocol (default: PSNR, SSIM with the 11x11
-Gaussian window, LPIPS-VGG, mean over images, white background). The joint FID (``jfid`` in the
-protocol's metrics) pairs each target with its source view: give the input views with ``--inputs``
-(the ``inputs/`` folder of a checkpoint-mode evaluation: one image per object folder, or one image
-per target under the target's relative name).
+Gaussian window, LPIPS-VGG, mean over images, white background). The joint FID and the joint
+FD-DINOv2 (``jfid``, ``jfd_dinov2`` in the protocol's metrics) pair each target with its source view:
+give the input views with ``--inputs`` (the ``inputs/`` folder of a checkpoint-mode evaluation: one
+image per object folder, or one image per target under the target's relative name).
 
 Writes into ``--out`` (new or empty, unless ``--overwrite``): ``metrics.json`` (settings, vantage
 version, means, per image, per object), ``metrics.md``, ``per_image.csv``, ``per_object.csv``
-(images in object sub-folders) and ``best_worst.png``. LPIPS, FID/KID and FD-DINOv2 (``fd_dinov2``) need
-local weight files (docs/metrics.md); when one is missing only that metric is skipped, and the report
-names the file.
+(images in object sub-folders) and ``best_worst.png``. LPIPS, FID/KID/joint FID and FD-DINOv2/joint
+FD-DINOv2 need local weight files (docs/metrics.md); when one is missing only the metrics that need it
+are skipped, and the report names the file.
 Protocols: ``--list``, and docs/evaluation.md.
 """
 
@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", type=Path, default=None, help="folder of predicted images (files mode)")
     p.add_argument("--gt", type=Path, default=None, help="folder of ground-truth images (files mode)")
     p.add_argument("--inputs", type=Path, default=None,
-                   help="folder of the input (source) views, for the joint FID (files mode, a protocol listing jfid): "
-                        "the only image of each target's object folder, or an image with the target's relative name")
+                   help="folder of the input (source) views, for the joint metrics (files mode, a protocol listing "
+                        "jfid or jfd_dinov2): the only image of each target's object folder, or an image with the "
+                        "target's relative name")
     p.add_argument("--out", type=Path, default=None, help="output folder (must be new or empty)")
     p.add_argument("--data", type=Path, default=None,
                    help="dataset folder for a protocol on a dataset on disk (its root, e.g. the folder holding "
@@ -139,17 +140,20 @@ def cmd_evaluate(args) -> int:
             result, files = run["result"], run["files"]
         else:
             from vantage.eval.protocol import MetricSettings
+            from vantage.eval.scorer import SOURCE_METRICS, describe_metrics, source_metrics
 
             settings = protocol.metrics if protocol is not None else MetricSettings()
             background = protocol.background if protocol is not None else (1.0, 1.0, 1.0)
-            if args.inputs is not None and "jfid" not in settings.names:
-                raise UserError(f"--inputs is used only by the joint FID, and the metrics "
-                                f"({', '.join(settings.names)}) do not include jfid: give a --protocol whose "
-                                f"metrics list jfid (e.g. realestate10k-mid-v1), or leave out --inputs")
-            if args.inputs is None and "jfid" in settings.names:
-                raise UserError(f"protocol {protocol.label} asks for the joint FID (jfid), which pairs each target "
-                                f"with its source (input) view: give the input views with --inputs DIR (e.g. the "
-                                f"inputs/ folder of a checkpoint-mode evaluation)")
+            joint = source_metrics(settings.names)
+            if args.inputs is not None and not joint:
+                raise UserError(f"--inputs is used only by {describe_metrics(SOURCE_METRICS)}, and the metrics "
+                                f"({', '.join(settings.names)}) include neither: give a --protocol whose metrics "
+                                f"list one (e.g. realestate10k-mid-v1, with jfid), or leave out --inputs")
+            if args.inputs is None and joint:
+                raise UserError(f"protocol {protocol.label} asks for {describe_metrics(joint)}, which "
+                                f"{'pairs' if len(joint) == 1 else 'pair'} each target with its source (input) view: "
+                                f"give the input views with --inputs DIR (e.g. the inputs/ folder of a "
+                                f"checkpoint-mode evaluation)")
             if args.inputs is not None and not args.inputs.is_dir():
                 raise UserError(f"--inputs: folder not found: {args.inputs}")
             print(f"scoring {args.pred} against {args.gt}"
@@ -171,9 +175,10 @@ def cmd_evaluate(args) -> int:
     print(f"{result['images']} images: {_summary_line(result)}")
     if "baseline" in result:
         print(f"copy-the-input baseline: {_summary_line(result['baseline'])}")
-    labels = {"fid": "FID", "kid_mean": "KID", "jfid": "joint FID", "fd_dinov2": "FD-DINOv2"}
+    from vantage.eval.scorer import SET_METRIC_LABELS
+
     for key, value in result["set_metrics"].items():
-        if key in labels:
-            print(f"{labels[key]}: {value:.4g}")
+        if key in SET_METRIC_LABELS:
+            print(f"{SET_METRIC_LABELS[key]}: {value:.4g}")
     print(f"wrote to {out}/: {', '.join(files)}")
     return 0

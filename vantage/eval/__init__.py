@@ -1,4 +1,6 @@
-"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID, joint FID, FD-DINOv2, 3D consistency (docs/consistency.md).
+"""Evaluation: image metrics (PSNR, SSIM, LPIPS), FID/KID, FD-DINOv2, joint FID/FD-DINOv2, 3D consistency.
+
+Scoring under protocols: docs/evaluation.md; the 3D consistency score: docs/consistency.md.
 
 Input conventions (see docs/metrics.md): :func:`psnr`/:func:`ssim` take [0, 1] images (map
 vantage's [-1, 1] images with :func:`to_unit`); :class:`LPIPS`, :class:`FIDInceptionV3` and
@@ -15,6 +17,7 @@ from vantage.eval.fid import (
     feature_stats,
     fid,
     frechet_distance,
+    joint_fd_dinov2,
     joint_features,
     joint_fid,
     kid,
@@ -41,6 +44,7 @@ __all__ = [
     "fid",
     "find_weights",
     "frechet_distance",
+    "joint_fd_dinov2",
     "joint_features",
     "joint_fid",
     "kid",

@@ -5,15 +5,11 @@ prediction matches a JPG truth); other files are ignored. A ground-truth image w
 prediction, a prediction without a truth, two files with the same name and different extensions,
 images of different sizes and non-finite values are errors that name the files. Images
 (PNG/JPG/JPEG/WEBP, alpha composited on the protocol's background, 16-bit PNGs scaled) are read
-as ``(3, H, W)`` in [-1, 1] and scored with :mod:`vantage.eval.metrics` on [0, 1]:
-
-* per image: PSNR (peak ``psnr_data_range``, identical images count as 100 dB so that means stay
-  finite), SSIM (``"gaussian"`` 11x11 σ 1.5 or ``"uniform7"``), LPIPS (``lpips_net``) when its
-  weight files are present (else only LPIPS is skipped and the missing file is named);
-* over the whole set: FID and KID (Inception features) and FD-DINOv2 (``fd_dinov2``: DINOv2
-  ViT-L/14 features, :mod:`vantage.eval.dinov2`) when asked for and their weights are present;
-  the joint FID (``jfid``, VIVID's: :func:`vantage.eval.fid.joint_fid`) also needs the source
-  (input) view of every target, given as ``sources`` (``--inputs DIR``; see :func:`match_sources`).
+as ``(3, H, W)`` in [-1, 1] and scored by :class:`~vantage.eval.scorer.Scorer` (per-image PSNR,
+SSIM, LPIPS; FID, KID, FD-DINOv2 and the joint metrics over the whole set). The joint FID and the
+joint FD-DINOv2 (``jfid``, ``jfd_dinov2``, VIVID's: :data:`~vantage.eval.scorer.SOURCE_METRICS`)
+also need the source (input) view of every target, given as ``sources`` (``--inputs DIR``; see
+:func:`match_sources`). A metric whose weight file is missing is skipped (the file is named).
 
 An image in a sub-folder belongs to the object named by that sub-folder (``obj/000012.png`` ->
 ``obj``); means are over images, or of per-object means (``average="objects"``, pixelNeRF's way).
@@ -34,28 +30,24 @@ import torch
 from torch import Tensor
 
 from vantage.data.formats.common import IMAGE_EXTENSIONS, DatasetError, load_image
-from vantage.eval.metrics import psnr, ssim, to_unit
 from vantage.eval.protocol import MetricSettings
+from vantage.eval.scorer import (  # Scorer and the metric names are re-exported (older imports)
+    DINOV2_METRICS,
+    INCEPTION_METRICS,
+    PER_IMAGE_METRICS,
+    PSNR_CAP,
+    SET_METRICS,
+    SOURCE_METRICS,
+    EvaluationError,
+    Scorer,
+    _listing,
+    describe_metrics,
+    source_metrics,
+)
 
 __all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "match_sources", "load_rgb", "evaluate_folders",
            "summarise", "combine_samples", "PER_IMAGE_METRICS", "SET_METRICS", "INCEPTION_METRICS", "DINOV2_METRICS",
-           "PSNR_CAP"]
-
-PER_IMAGE_METRICS = ("psnr", "ssim", "lpips")
-INCEPTION_METRICS = ("fid", "kid", "jfid")  # over the whole set, from Inception features
-DINOV2_METRICS = ("fd_dinov2",)  # over the whole set, from DINOv2 ViT-L/14 features
-SET_METRICS = INCEPTION_METRICS + DINOV2_METRICS
-PSNR_CAP = 100.0
-_SHOW = 5  # names listed in an error before "... (N in all)"
-
-
-class EvaluationError(ValueError):
-    """Inputs that cannot be scored (missing, extra or mismatched images, NaN); the message names them."""
-
-
-def _listing(names: Sequence[str]) -> str:
-    more = f", ... ({len(names)} in all)" if len(names) > _SHOW else ""
-    return ", ".join(names[:_SHOW]) + more
+           "SOURCE_METRICS", "PSNR_CAP"]
 
 
 # --------------------------------------------------------------------------------------- folders
@@ -96,7 +88,7 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, P
 
 
 def match_sources(names: Sequence[str], inputs_dir: str | Path) -> dict[str, Path]:
-    """The source (input) image of each target ``name``, found in ``inputs_dir``, for the joint FID.
+    """The source (input) image of each target ``name``, found in ``inputs_dir``, for the joint metrics.
 
     A target's source is the image with the same relative name (``inputs/obj/000030.png`` for the
     target ``obj/000030``), else the only image in the target's object folder (the layout checkpoint
@@ -125,9 +117,9 @@ def match_sources(names: Sequence[str], inputs_dir: str | Path) -> dict[str, Pat
         if ambiguous:
             parts.append(f"{len(ambiguous)} target(s) have several candidates in their object folder: "
                          f"{_listing(ambiguous)}")
-        raise EvaluationError(f"{inputs_dir}: the joint FID needs the source (input) view of every target, as an "
-                              f"image with the target's relative name or as the only image of its object folder; "
-                              + "; ".join(parts))
+        raise EvaluationError(f"{inputs_dir}: the joint metrics ({', '.join(SOURCE_METRICS)}) need the source (input) "
+                              f"view of every target, as an image with the target's relative name or as the only image "
+                              f"of its object folder; " + "; ".join(parts))
     return out
 
 
@@ -140,143 +132,6 @@ def load_rgb(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tenso
     if not torch.isfinite(img).all():
         raise EvaluationError(f"{path}: the image has NaN or infinite values")
     return img
-
-
-# --------------------------------------------------------------------------------------- scoring
-def _no_features() -> dict[str, list[Tensor]]:
-    """Empty feature lists: Inception (``pred``, ``gt``, ``source``) and DINOv2 (``dino_pred``, ``dino_gt``)."""
-    return {"pred": [], "gt": [], "source": [], "dino_pred": [], "dino_gt": []}
-
-
-class Scorer:
-    """Per-image metrics of ``(B, 3, H, W)`` batches in [-1, 1], plus the features of the set metrics.
-
-    Inception features for FID/KID/joint FID, DINOv2 features for FD-DINOv2. The LPIPS, Inception
-    and DINOv2 networks are built once, when their metrics are asked for; a missing weight file puts
-    the metrics that need it in ``skipped`` (with the message naming the file) instead of failing.
-    """
-
-    def __init__(self, settings: MetricSettings | None = None, device: str | torch.device = "cpu") -> None:
-        from vantage.eval.weights import WeightsUnavailable
-
-        settings = settings or MetricSettings()
-        self.settings, self.device = settings, torch.device(device)
-        self.skipped: dict[str, str] = {}
-        self.notes: list[str] = []
-        self.lpips = self.inception = self.dinov2 = None
-        self.features: dict[str, list[Tensor]] = _no_features()
-        if "lpips" in settings.names:
-            from vantage.eval.lpips import LPIPS
-
-            try:
-                self.lpips = LPIPS(settings.lpips_net).to(self.device)
-            except WeightsUnavailable as e:
-                self.skipped["lpips"] = str(e)
-        if set(INCEPTION_METRICS) & set(settings.names):
-            from vantage.eval.inception import FIDInceptionV3
-
-            try:
-                self.inception = FIDInceptionV3().to(self.device)
-            except WeightsUnavailable as e:
-                for m in INCEPTION_METRICS:
-                    if m in settings.names:
-                        self.skipped[m] = str(e)
-        if set(DINOV2_METRICS) & set(settings.names):
-            from vantage.eval.dinov2 import DINOv2Features
-
-            try:
-                self.dinov2 = DINOv2Features().to(self.device)
-            except WeightsUnavailable as e:
-                for m in DINOV2_METRICS:
-                    if m in settings.names:
-                        self.skipped[m] = str(e)
-
-    def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-
-    @torch.no_grad()
-    def score(self, names: Sequence[str], pred: Tensor, gt: Tensor, *, features: bool = True,
-              source: Tensor | None = None) -> list[dict[str, Any]]:
-        """One record per image: ``{"image", "object", "psnr", "ssim", "lpips"}`` (``None`` when not computed).
-
-        ``source`` ``(B, 3, H', W')`` in [-1, 1]: the source (input) view of each target, for the joint
-        FID; needed with ``features`` when ``jfid`` is asked for and the Inception network is loaded.
-        """
-        if pred.shape != gt.shape or pred.ndim != 4 or pred.shape[1] != 3:
-            raise EvaluationError(f"prediction and truth batches must both be (B, 3, H, W), got {tuple(pred.shape)} "
-                                  f"and {tuple(gt.shape)} for {_listing(list(names))}")
-        joint = features and self.inception is not None and "jfid" in self.settings.names
-        if joint and source is None:
-            raise EvaluationError(f"the joint FID (jfid) needs the source (input) view of every target; none was "
-                                  f"given for {_listing(list(names))}")
-        if source is not None and (source.ndim != 4 or source.shape[:2] != pred.shape[:2]):
-            raise EvaluationError(f"source batch must be (B, 3, H', W') with B = {pred.shape[0]}, got "
-                                  f"{tuple(source.shape)} for {_listing(list(names))}")
-        checks = (("prediction", pred), ("ground truth", gt)) + ((("source", source),) if source is not None else ())
-        for which, t in checks:
-            bad = [n for n, ok in zip(names, torch.isfinite(t).flatten(1).all(1).tolist()) if not ok]
-            if bad:
-                raise EvaluationError(f"{which} image(s) with NaN or infinite values: {_listing(bad)}")
-        s = self.settings
-        a, b = to_unit(pred.float()), to_unit(gt.float())
-        h, w = pred.shape[-2:]
-        cols: dict[str, list[Any]] = {m: [None] * len(names) for m in PER_IMAGE_METRICS}
-        if "psnr" in s.names:
-            cols["psnr"] = psnr(a, b, s.psnr_data_range).clamp(max=PSNR_CAP).tolist()
-        if "ssim" in s.names:
-            window = 11 if s.ssim_window == "gaussian" else 7
-            if min(h, w) >= window:
-                kw = {"window": "gaussian"} if s.ssim_window == "gaussian" else {"window": "uniform", "size": 7}
-                cols["ssim"] = ssim(a, b, **kw).tolist()
-            else:
-                self._note(f"SSIM not computed for {w}x{h} images (smaller than the {window}x{window} window)")
-        if self.lpips is not None:
-            need = 16 if s.lpips_net == "vgg" else 32
-            if min(h, w) >= need:
-                cols["lpips"] = self.lpips(pred.to(self.device).float().clamp(-1, 1),
-                                           gt.to(self.device).float().clamp(-1, 1)).cpu().tolist()
-            else:
-                self._note(f"LPIPS-{s.lpips_net} not computed for {w}x{h} images (needs at least {need}x{need})")
-        if features and self.inception is not None:
-            self.features["pred"].append(self.inception(pred.to(self.device).float().clamp(-1, 1)).cpu())
-            self.features["gt"].append(self.inception(gt.to(self.device).float().clamp(-1, 1)).cpu())
-            if joint:
-                self.features["source"].append(self.inception(source.to(self.device).float().clamp(-1, 1)).cpu())
-        if features and self.dinov2 is not None:
-            self.features["dino_pred"].append(self.dinov2(pred.to(self.device).float().clamp(-1, 1)).cpu())
-            self.features["dino_gt"].append(self.dinov2(gt.to(self.device).float().clamp(-1, 1)).cpu())
-        return [{"image": n, "object": n.rpartition("/")[0], **{m: cols[m][i] for m in PER_IMAGE_METRICS}}
-                for i, n in enumerate(names)]
-
-    def set_metrics(self) -> dict[str, float]:
-        """FID, KID mean/std, joint FID and FD-DINOv2 between all predictions and truths scored with ``features=True``.
-
-        The joint FID pairs each image's features with its source's (:func:`vantage.eval.fid.joint_fid`).
-        """
-        from vantage.eval.fid import fd_dinov2, fid, joint_fid, kid
-
-        n = sum(len(f) for f in self.features["pred"] or self.features["dino_pred"])
-        if n == 0:
-            return {}
-        if n < 2:
-            self._note("FID/KID/joint FID/FD-DINOv2 need at least 2 images: not computed")
-            return {}
-        out: dict[str, float] = {}
-        if self.features["pred"]:
-            fp, fg = torch.cat(self.features["pred"]).double().numpy(), torch.cat(self.features["gt"]).double().numpy()
-            if "fid" in self.settings.names:
-                out["fid"] = fid(fp, fg)
-            if "kid" in self.settings.names:
-                out["kid_mean"], out["kid_std"] = kid(fp, fg)
-            if "jfid" in self.settings.names:
-                fs = torch.cat(self.features["source"]).double().numpy()
-                out["jfid"] = joint_fid(fp, fg, fs)
-        if self.features["dino_pred"] and "fd_dinov2" in self.settings.names:
-            dp, dg = (torch.cat(self.features[k]).double().numpy() for k in ("dino_pred", "dino_gt"))
-            out["fd_dinov2"] = fd_dinov2(dp, dg)
-        out["set_size"] = n
-        return out
 
 
 def _mean(values: Sequence[Any]) -> float | None:
@@ -304,6 +159,24 @@ def summarise(records: list[dict[str, Any]], average: str = "images", prefix: st
             "per_object": per_object if has_objects else []}
 
 
+def _check_sources(joint: Sequence[str], sources: dict[str, Path] | str | Path | None,
+                   names: Sequence[str]) -> dict[str, Path] | None:
+    """The source image of every target in ``names`` for the ``joint`` metrics asked for (None without any)."""
+    if not joint:
+        return None
+    what = describe_metrics(joint)
+    if sources is None:
+        raise EvaluationError(f"{what} {'pairs' if len(joint) == 1 else 'pair'} each target with its source (input) "
+                              f"view, and no source images were given: pass the folder of input views (vantage "
+                              f"evaluate --inputs DIR, e.g. the inputs/ folder of a checkpoint-mode evaluation)")
+    if not isinstance(sources, dict):
+        return match_sources(names, sources)
+    lacking = [n for n in names if n not in sources]
+    if lacking:
+        raise EvaluationError(f"no source (input) image for {what} for {_listing(lacking)}")
+    return sources
+
+
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: MetricSettings | None = None,
                      background: Sequence[float] = (1.0, 1.0, 1.0), baseline: dict[str, Path] | None = None,
                      sources: dict[str, Path] | str | Path | None = None, scorer: Scorer | None = None,
@@ -312,9 +185,10 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
 
     ``baseline`` maps image names to another prediction (e.g. the input view: the copy-the-input
     baseline), scored the same way into ``baseline_*`` columns. ``sources`` maps image names to their
-    source (input) view, or is a folder matched by :func:`match_sources`: the joint FID needs it
-    (an error when ``jfid`` is asked for without it; unused otherwise). Returns a JSON-friendly dict
-    with ``per_image``, ``mean``, ``per_object``, ``set_metrics``, ``skipped``, ``notes``, ``best``, ``worst``.
+    source (input) view, or is a folder matched by :func:`match_sources`: the joint metrics
+    (``jfid``, ``jfd_dinov2``) need it (an error when one is asked for without it; unused otherwise).
+    Returns a JSON-friendly dict with ``per_image``, ``mean``, ``per_object``, ``set_metrics``,
+    ``skipped``, ``notes``, ``best``, ``worst``.
     """
     t0 = time.perf_counter()
     settings = settings or MetricSettings()
@@ -323,20 +197,9 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
         lacking = [n for n, _, _ in pairs if n not in baseline]
         if lacking:
             raise EvaluationError(f"no baseline image for {_listing(lacking)}")
-    if "jfid" not in settings.names:
-        sources = None
-    elif sources is None:
-        raise EvaluationError("the joint FID (jfid) pairs each target with its source (input) view, and no source "
-                              "images were given: pass the folder of input views (vantage evaluate --inputs DIR, "
-                              "e.g. the inputs/ folder of a checkpoint-mode evaluation)")
-    elif not isinstance(sources, dict):
-        sources = match_sources([n for n, _, _ in pairs], sources)
-    else:
-        lacking = [n for n, _, _ in pairs if n not in sources]
-        if lacking:
-            raise EvaluationError(f"no source (input) image for the joint FID for {_listing(lacking)}")
+    sources = _check_sources(source_metrics(settings.names), sources, [n for n, _, _ in pairs])
     scorer = scorer or Scorer(settings, device)
-    scorer.features = _no_features()  # set metrics of this folder only (a shared scorer)
+    scorer.reset_features()  # set metrics of this folder only (a shared scorer)
     records: list[dict[str, Any]] = []
     chunks = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
     if progress:
@@ -357,7 +220,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
             si = load_rgb(sources[name], background) if sources is not None else None
             loaded.append((name, pi, gi, bi, si))
         by_size: dict[tuple, list] = {}
-        for item in loaded:  # sources may have another size than their targets (Inception resizes)
+        for item in loaded:  # sources may have another size than their targets (the feature networks resize)
             key = (tuple(item[1].shape), None if item[4] is None else tuple(item[4].shape))
             by_size.setdefault(key, []).append(item)
         for group in by_size.values():
@@ -393,7 +256,7 @@ def combine_samples(per_sample: list[dict[str, Any]], pred_root: str | Path, gt_
     """One result from :func:`evaluate_folders` results of several samples per target (``pred_root/sample-KK``).
 
     Image names get the prefix ``sample-KK/``; means are over all samples' images; set metrics
-    (FID, KID, joint FID) are the means of the per-sample values (also listed in ``per_sample``).
+    (FID, KID, FD-DINOv2, the joint metrics) are the means of the per-sample values (also listed in ``per_sample``).
     """
     records = []
     for k, r in enumerate(per_sample):

@@ -17,7 +17,8 @@ Files written under ``out`` (then scored by :func:`vantage.eval.evaluate.evaluat
   ``pred/sample-00/<object>/<view id>.png``, ...): the generated targets.
 
 The copy-the-input baseline (the first input view as the prediction of every target) is scored
-with them. The joint FID (``jfid``) pairs each target with that same first input view as its source.
+with them. The joint metrics (``jfid``, ``jfd_dinov2``) pair each target with that same first input view
+as its source.
 When the protocol asks for it, the 3D consistency score
 (:func:`vantage.eval.consistency_score`) of each object's input + generated views, with the same
 score on the input + ground-truth views as the ceiling.
@@ -39,9 +40,10 @@ from PIL import Image
 
 from vantage.data.formats.common import DatasetError
 from vantage.data.views import ObjectViews, SceneDataset
-from vantage.eval.evaluate import EvaluationError, Scorer, combine_samples, evaluate_folders
+from vantage.eval.evaluate import combine_samples, evaluate_folders
 from vantage.eval.protocol import Protocol, load_protocol
 from vantage.eval.report import write_report
+from vantage.eval.scorer import SET_METRIC_LABELS, EvaluationError, Scorer, source_metrics
 
 if TYPE_CHECKING:
     from vantage.sampling.strategy_choice import StrategyChoice
@@ -362,8 +364,10 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                               + "; ".join(x["reason"] for x in skipped_objects[:3]))
     if skipped_objects:
         notes.append(f"{len(skipped_objects)} object(s) skipped for missing views (listed in metrics.json)")
-    if "jfid" in protocol.metrics.names and any(len(o["inputs"]) > 1 for o in per_object_run):
-        notes.append("joint FID: each target is paired with the first input view of its object as its source")
+    joint = source_metrics(protocol.metrics.names)
+    if joint and any(len(o["inputs"]) > 1 for o in per_object_run):
+        notes.append(f"{', '.join(SET_METRIC_LABELS[m] for m in joint)}: each target is paired with the first input "
+                     f"view of its object as its source")
 
     log(f"scoring {sum(p['targets'] for p in per_object_run) * k_samples} generated view(s)")
     scorer = Scorer(protocol.metrics, device)

@@ -24,6 +24,8 @@
 * FD-DINOv2 (G. Stein et al., "Exposing flaws of generative model evaluation metrics and their
   unfair treatment of diffusion models", NeurIPS 2023): the same Fréchet distance on the 1024-d
   DINOv2 ViT-L/14 features of :class:`~vantage.eval.dinov2.DINOv2Features` (:func:`fd_dinov2`).
+  VIVID's joint FD-DINOv2 (its ``joint_fd_dinov2`` statistics) pairs them as the joint FID pairs
+  Inception features: ``[DINOv2(target) ‖ DINOv2(source)]``, 2048-d (:func:`joint_fd_dinov2`).
 
 Features are ``(N, D)`` arrays or tensors (for FID/KID: the 2048-d pool3 features of
 :class:`~vantage.eval.inception.FIDInceptionV3`). Both metrics are only comparable between numbers
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 
 __all__ = ["FID_EXTRACTOR", "FeatureStats", "fd_dinov2", "feature_stats", "fid", "frechet_distance", "joint_features",
-           "joint_fid", "kid", "load_stats", "mmd2_unbiased", "polynomial_kernel", "save_stats"]
+           "joint_fd_dinov2", "joint_fid", "kid", "load_stats", "mmd2_unbiased", "polynomial_kernel", "save_stats"]
 
 FID_EXTRACTOR = "pt_inception-2015-12-05/pool3/bilinear299"
 
@@ -239,6 +241,19 @@ def joint_fid(generated: ArrayLike, reference: ArrayLike, source: ArrayLike, *,
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"joint FID needs at least 2 pairs per set, got {a.shape[0]} and {b.shape[0]}")
     return fid(a, b, method=method)
+
+
+def joint_fd_dinov2(generated: ArrayLike, reference: ArrayLike, source: ArrayLike, *,
+                    reference_source: ArrayLike | None = None, method: str = "auto") -> float:
+    """Joint FD-DINOv2 (VIVID, module docstring): :func:`joint_fid` on DINOv2 features ``(N, 1024)``.
+
+    Each row of ``generated`` / ``reference`` is paired with its source's row of ``source`` /
+    ``reference_source`` (default ``source``), ``[DINOv2(target) ‖ DINOv2(source)]`` (2048-d), and the
+    Fréchet distance of :func:`fd_dinov2` is taken between the two sets of pairs. The computation,
+    the arguments and the errors are :func:`joint_fid`'s; only the features differ
+    (:class:`~vantage.eval.dinov2.DINOv2Features`).
+    """
+    return joint_fid(generated, reference, source, reference_source=reference_source, method=method)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,

@@ -23,9 +23,10 @@ Fields (unknown keys and wrong types are errors naming the key, the file and wha
   out and listed).
 * ``resolution`` (px, square: views are centre-cropped and resized), ``background`` (``"white"``,
   ``"black"``, ``"grey"`` or ``[r, g, b]`` in [0, 1]).
-* ``metrics``: ``names`` (subset of ``psnr ssim lpips fid kid jfid fd_dinov2``; ``jfid``: VIVID's joint
-  FID of (target, source image) pairs, :func:`vantage.eval.fid.joint_fid`; ``fd_dinov2``: the Fréchet
-  distance of DINOv2 ViT-L/14 features, :mod:`vantage.eval.dinov2`), ``ssim_window`` (``"gaussian"``:
+* ``metrics``: ``names`` (subset of ``psnr ssim lpips fid kid jfid fd_dinov2 jfd_dinov2``; ``jfid``: VIVID's
+  joint FID of (target, source image) pairs, :func:`vantage.eval.fid.joint_fid`; ``fd_dinov2``: the
+  Fréchet distance of DINOv2 ViT-L/14 features, :mod:`vantage.eval.dinov2`; ``jfd_dinov2``: VIVID's
+  joint FD-DINOv2, the same pairs in DINOv2 features), ``ssim_window`` (``"gaussian"``:
   11x11, σ 1.5; ``"uniform7"``: 7x7 uniform, scikit-image's default), ``psnr_data_range`` (the peak
   R in 10·log10(R²/MSE) of [0, 1] images), ``lpips_net`` (``"vgg"`` | ``"alex"``), ``average``
   (``"images"``: mean over all images; ``"objects"``: mean of per-object means, as pixelNeRF),
@@ -47,7 +48,7 @@ __all__ = ["Protocol", "DatasetSpec", "MetricSettings", "ConsistencySettings", "
            "PROTOCOL_DIR", "METRIC_NAMES", "load_protocol", "protocol_from_dict", "shipped_protocols"]
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
-METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid", "jfid", "fd_dinov2")
+METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "kid", "jfid", "fd_dinov2", "jfd_dinov2")
 SSIM_WINDOWS = ("gaussian", "uniform7")
 STRATEGIES = ("stochastic", "single", "interpolated", "composed", "genvs-pooled")
 NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5),

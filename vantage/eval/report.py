@@ -8,7 +8,7 @@ settings) and writes into the output folder:
   settings (checkpoint mode), ``consistency`` (when scored) and ``result`` (means, per object, per
   image, set metrics, skipped metrics with the reason, notes, best and worst images);
 * ``metrics.md``: the same as Markdown tables (model and copy-the-input baseline, set metrics: FID,
-  KID, joint FID, FD-DINOv2; per object);
+  KID, joint FID, FD-DINOv2, joint FD-DINOv2; per object);
 * ``per_image.csv`` and, for images in object sub-folders, ``per_object.csv``;
 * ``best_worst.png``: the (up to) four best and four worst images by PSNR over their truths.
 
@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vantage import __version__
-from vantage.eval.evaluate import PER_IMAGE_METRICS, PSNR_CAP, list_images, load_rgb
+from vantage.eval.evaluate import list_images, load_rgb
 from vantage.eval.protocol import MetricSettings, Protocol
+from vantage.eval.scorer import PER_IMAGE_METRICS, PSNR_CAP
 from vantage.outputs import OutputExistsError, prepare_output_dir
 
 __all__ = ["TOOL", "write_report", "prepare_evaluation_dir"]
@@ -78,9 +79,11 @@ def _metric_line(s: MetricSettings) -> str:
     joint = ("; joint FID: FID of the concatenated Inception features [target ‖ its source view] (VIVID)"
              if "jfid" in s.names else "")
     dino = ("; FD-DINOv2: Fréchet distance of DINOv2 ViT-L/14 CLS features, bicubic resize to 224 (as EDM2)"
-            if "fd_dinov2" in s.names else "")
+            if {"fd_dinov2", "jfd_dinov2"} & set(s.names) else "")
+    joint_dino = ("; joint FD-DINOv2: the same of the concatenated DINOv2 features [target ‖ its source view] (VIVID)"
+                  if "jfd_dinov2" in s.names else "")
     return (f"PSNR on [0, 1] images with peak {s.psnr_data_range:g} (identical images: {PSNR_CAP:g} dB); SSIM "
-            f"{window}; LPIPS-{s.lpips_net} v0.1; mean over {over}{joint}{dino}")
+            f"{window}; LPIPS-{s.lpips_net} v0.1; mean over {over}{joint}{dino}{joint_dino}")
 
 
 def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
@@ -103,7 +106,8 @@ def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
         parts = [f"FID {sm['fid']:.2f}" if "fid" in sm else "",
                  f"KID×10³ {1e3 * sm['kid_mean']:.2f} ± {1e3 * sm['kid_std']:.2f}" if "kid_mean" in sm else "",
                  f"joint FID {sm['jfid']:.2f}" if "jfid" in sm else "",
-                 f"FD-DINOv2 {sm['fd_dinov2']:.2f}" if "fd_dinov2" in sm else ""]
+                 f"FD-DINOv2 {sm['fd_dinov2']:.2f}" if "fd_dinov2" in sm else "",
+                 f"joint FD-DINOv2 {sm['jfd_dinov2']:.2f}" if "jfd_dinov2" in sm else ""]
         lines += ["", f"Set metrics over {sm['set_size']} images: " + ", ".join(p for p in parts if p) + "."]
     for m, why in r["skipped"].items():
         lines += ["", f"**{m.upper()} skipped**: {why.splitlines()[0]}"]
