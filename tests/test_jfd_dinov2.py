@@ -150,8 +150,8 @@ def test_jfd_dinov2_skipped_without_dinov2_weights(folders, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--out", str(out),
                  "--protocol", str(proto), "--inputs", str(folders / "inputs")]) == 0
     said = capsys.readouterr().out
-    assert "note: JFD_DINOV2 skipped" in said and "dinov2_vitl14_pretrain.pth" in said and "FID:" in said
-    assert "**JFD_DINOV2 skipped**" in (out / "metrics.md").read_text()
+    assert "note: joint FD-DINOv2 skipped" in said and "dinov2_vitl14_pretrain.pth" in said and "FID:" in said
+    assert "**joint FD-DINOv2 skipped**" in (out / "metrics.md").read_text()
 
 
 def test_cli_files_mode_with_inputs(folders, with_tiny, tmp_path, capsys):

@@ -121,6 +121,7 @@ def cmd_evaluate(args) -> int:
     from vantage.eval.evaluate import EvaluationError, evaluate_folders
     from vantage.eval.protocol import ProtocolError, load_protocol
     from vantage.eval.report import prepare_evaluation_dir, write_report
+    from vantage.eval.scorer import SET_METRIC_LABELS
     from vantage.train.checkpoint import CheckpointError
 
     if args.list:
@@ -171,12 +172,10 @@ def cmd_evaluate(args) -> int:
     for note in result["notes"]:
         print(f"note: {note}")
     for metric, why in result["skipped"].items():
-        print(f"note: {metric.upper()} skipped: {why.splitlines()[0]}")
+        print(f"note: {SET_METRIC_LABELS.get(metric, metric.upper())} skipped: {why.splitlines()[0]}")
     print(f"{result['images']} images: {_summary_line(result)}")
     if "baseline" in result:
         print(f"copy-the-input baseline: {_summary_line(result['baseline'])}")
-    from vantage.eval.scorer import SET_METRIC_LABELS
-
     for key, value in result["set_metrics"].items():
         if key in SET_METRIC_LABELS:
             print(f"{SET_METRIC_LABELS[key]}: {value:.4g}")

@@ -225,6 +225,12 @@ def joint_fid(generated: ArrayLike, reference: ArrayLike, source: ArrayLike, *,
     generated image ``i``). Identical sets give 0 (up to the matrix square root's round-off); the
     same images paired with the wrong sources give more, while their plain FID does not change.
     """
+    return _joint_distance(generated, reference, source, reference_source, method, "joint FID")
+
+
+def _joint_distance(generated: ArrayLike, reference: ArrayLike, source: ArrayLike,
+                    reference_source: ArrayLike | None, method: str, name: str) -> float:
+    """:func:`joint_fid`'s computation; ``name`` is the metric its errors speak of."""
     gen, ref = _as_features(generated, "generated features"), _as_features(reference, "reference features")
     if gen.shape[1] != ref.shape[1]:
         raise ValueError(f"generated and reference features have different dimensions: {gen.shape[1]} and "
@@ -239,7 +245,7 @@ def joint_fid(generated: ArrayLike, reference: ArrayLike, source: ArrayLike, *,
                          f"{ref_src.shape[1]}")
     a, b = joint_features(gen, src), joint_features(ref, ref_src)
     if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError(f"joint FID needs at least 2 pairs per set, got {a.shape[0]} and {b.shape[0]}")
+        raise ValueError(f"{name} needs at least 2 pairs per set, got {a.shape[0]} and {b.shape[0]}")
     return fid(a, b, method=method)
 
 
@@ -253,7 +259,7 @@ def joint_fd_dinov2(generated: ArrayLike, reference: ArrayLike, source: ArrayLik
     the arguments and the errors are :func:`joint_fid`'s; only the features differ
     (:class:`~vantage.eval.dinov2.DINOv2Features`).
     """
-    return joint_fid(generated, reference, source, reference_source=reference_source, method=method)
+    return _joint_distance(generated, reference, source, reference_source, method, "joint FD-DINOv2")
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,

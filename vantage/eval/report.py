@@ -31,7 +31,7 @@ from torch import Tensor
 from vantage import __version__
 from vantage.eval.evaluate import list_images, load_rgb
 from vantage.eval.protocol import MetricSettings, Protocol
-from vantage.eval.scorer import PER_IMAGE_METRICS, PSNR_CAP
+from vantage.eval.scorer import PER_IMAGE_METRICS, PSNR_CAP, SET_METRIC_LABELS
 from vantage.outputs import OutputExistsError, prepare_output_dir
 
 __all__ = ["TOOL", "write_report", "prepare_evaluation_dir"]
@@ -110,7 +110,7 @@ def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
                  f"joint FD-DINOv2 {sm['jfd_dinov2']:.2f}" if "jfd_dinov2" in sm else ""]
         lines += ["", f"Set metrics over {sm['set_size']} images: " + ", ".join(p for p in parts if p) + "."]
     for m, why in r["skipped"].items():
-        lines += ["", f"**{m.upper()} skipped**: {why.splitlines()[0]}"]
+        lines += ["", f"**{SET_METRIC_LABELS.get(m, m.upper())} skipped**: {why.splitlines()[0]}"]
     for note in r["notes"]:
         lines += ["", f"Note: {note}"]
     cons = doc.get("consistency")
