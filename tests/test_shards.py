@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vantage.data.pairs import ClipTooShortError, PairSampler
-from vantage.data.shards import INDEX_NAME, ShardDataset, ShardError, read_index, shard_name, write_shards
+from vantage.data.shards import (
+    INDEX_NAME,
+    ShardDataset,
+    ShardError,
+    ShardScenes,
+    read_index,
+    shard_name,
+    write_shards,
+)
 from vantage.data.testing import ToyDataset
 
 
@@ -160,12 +171,53 @@ def test_pair_stream_short_objects(shards):
     assert sorted(p.scene_index for p in got) == [1, 2, 3, 6]
 
 
-def test_webdataset_reads_the_shards(shards):
-    wds = pytest.importorskip("webdataset")
-    samples = list(wds.WebDataset(str(shards / shard_name(0)), shardshuffle=False))
-    assert [s["__key__"] for s in samples] == ["000000000", "000000001", "000000002"]
-    assert json.loads(samples[1]["json"])["name"] == "toy_00001"
-    assert "00004.rgb.png" in samples[1]
+def test_webdataset_reads_the_shards(shards, toy):
+    import webdataset as wds  # in the `test` extra: vantage itself never imports it
+
+    raw = list(wds.WebDataset(str(shards / shard_name(1)), shardshuffle=False))
+    assert [s["__key__"] for s in raw] == ["000000003", "000000004", "000000005"]
+    ours = ShardScenes(shards)
+    for s in raw:
+        obj, head = ours.load(int(s["__key__"])), json.loads(s["json"])
+        assert head["name"] == obj.name == toy.scene_name(int(s["__key__"])) and head["num_views"] == len(obj)
+        assert {k for k in s if not k.startswith("__")} == {"json"} | {
+            f"{j:05d}.{kind}.png" for j in range(len(obj)) for kind in ("rgb", "mask", "depth")}
+    decoded = next(iter(wds.WebDataset(str(shards / shard_name(1)), shardshuffle=False).decode("rgb8")))
+    obj, head = ours.load(3), json.loads(raw[0]["json"])
+    rgb = torch.tensor(decoded["00002.rgb.png"]).permute(2, 0, 1).float() / 127.5 - 1.0
+    assert torch.equal(rgb, obj.images[2]) and torch.equal(rgb, toy.load(3).images[2])
+    assert isinstance(decoded["json"], dict) and decoded["json"]["view_ids"] == obj.view_ids.tolist()
+    # webdataset's image decoders make 8-bit RGB of everything; the 16-bit depth is exact from the raw bytes
+    depth = np.array(Image.open(io.BytesIO(raw[0]["00002.depth.png"]))).astype(np.float64) * head["depth_scale"]
+    assert torch.equal(torch.from_numpy(depth).float(), obj.depth[2, 0])
+
+
+def test_random_access_reads_only_what_it_needs(shards, toy, tmp_path):
+    index = json.loads((shards / INDEX_NAME).read_text())
+    assert [s["num_views"] for s in index["shards"]] == [[3, 5, 4], [6, 3, 2], [5]]
+    assert all(s["offsets"][0] == 0 and s["offsets"] == sorted(s["offsets"]) for s in index["shards"])
+    scenes = ShardScenes(shards)
+    assert len(scenes) == 7 and scenes.num_views(3) == 6 and scenes.scene_name(3) == "shard-000001.tar:000000003"
+    for i in range(7):
+        o, src = scenes.load(i, views=[len(toy.load(i)) - 1, 0]), toy.load(i)
+        assert o.name == src.name and o.meta["sample_index"] == i and o.meta["shard"] == shard_name(i // 3)
+        assert torch.equal(o.images, src.images[[-1, 0]]) and torch.equal(o.view_ids, src.view_ids[[-1, 0]])
+        assert torch.equal(o.cameras.c2w, src.cameras.c2w[[-1, 0]])
+    with pytest.raises(IndexError, match="out of range"):
+        scenes.load(5, views=[2])
+    # an index written before the offsets were recorded: the shards are scanned once
+    old = _copy(shards, tmp_path / "old")
+    for s in index["shards"]:
+        del s["offsets"], s["num_views"]
+    (old / INDEX_NAME).write_text(json.dumps(index))
+    notes = []
+    again = ShardScenes(old, log=notes.append)
+    assert "no sample offsets" in notes[0] and len(notes) == 1
+    assert again.offsets.tolist() == scenes.offsets.tolist() and again.views.tolist() == scenes.views.tolist()
+    assert torch.equal(again.load(4).images, toy.load(4).images)
+    # resizing on load (the trainer's path for shards of another resolution)
+    small = ShardScenes(shards, resolution=4).load(1, views=[2])
+    assert small.images.shape == (1, 3, 4, 4) and small.cameras.width == 4 and small.depth.shape == (1, 1, 4, 4)
 
 
 # ---------------------------------------------------------------------- errors

@@ -1,9 +1,10 @@
-"""Scale-out storage: any :class:`SceneDataset` as webdataset-style tar shards, and a reader that
-splits *samples* (not shards) across DDP ranks and DataLoader workers.
+"""Scale-out storage: any :class:`SceneDataset` as webdataset-style tar shards, a streaming reader
+that splits *samples* (not shards) across DDP ranks and DataLoader workers, and random access.
 
 Layout of ``out_dir`` (see ``docs/data-pipeline.md``)::
 
-    index.json            format, version, resolution, one entry {file, count, bytes} per shard
+    index.json            format, version, resolution, one entry per shard: {file, count, bytes,
+                          num_views, offsets} (views and byte offset of each of its samples)
     shard-000000.tar      samples 0 .. shard_size-1, one sample per object, in write order
     shard-000001.tar      ...
 
@@ -12,7 +13,7 @@ consecutive members ``KEY.json`` (name, cameras, view ids, depth scale, meta), t
 ``j``: ``KEY.{j:05d}.rgb.png`` (8-bit RGB), ``KEY.{j:05d}.mask.png`` (8-bit L) and
 ``KEY.{j:05d}.depth.png`` (16-bit; depth = value * depth_scale). The json comes first so a
 reader can pick views before reading any image. Plain ``tarfile`` writes and reads them; the
-files also open with the ``webdataset`` library (key = name up to the first dot).
+files also open with the ``webdataset`` library (key = name up to the first dot; tested).
 
 Splitting rule of :class:`ShardDataset`: in every epoch the shards are put in an order (seeded
 by ``(seed, epoch)`` with ``shuffle``, else index order) and their samples concatenated into
@@ -22,6 +23,12 @@ blocks partition the sequence, so every sample appears exactly once per epoch fo
 ``W`` and ``K`` (no "shards divisible by GPUs" rule; fewer shards than consumers is fine), and
 a consumer reads few shards (the data is contiguous, the rest of a shard is skipped header by
 header). Ranks get counts that differ by at most one; ``drop_last=True`` makes them equal.
+
+Random access (:class:`ShardScenes`, a :class:`SceneDataset`; :class:`ShardPairs`, its training
+pairs): ``index.json`` holds the byte offset of every sample, so ``load(i, views)`` seeks to sample
+``i`` and reads its json and the requested views only. ``vantage train --data SHARD_DIR`` streams
+with it (:class:`vantage.train.data.ShardStepSampler`: the rank blocks above, read in a resumable
+order). Shard sets written before the offsets were recorded are scanned once when opened.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import json
 import os
 import tarfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,25 +47,30 @@ import torch
 from PIL import Image
 
 from vantage.cameras import Cameras
+from vantage.data.formats.common import DatasetError, resize_views
 from vantage.data.pairs import (
     ClipTooShortError,
     Pair,
+    PairIndices,
     PairSampler,
     resolve_rank,
     seeded_generator,
     split_loaded,
 )
-from vantage.data.views import ObjectViews, SceneDataset
+from vantage.data.views import ObjectViews, SceneDataset, Skipped
 
 __all__ = ["FORMAT", "VERSION", "INDEX_NAME", "ShardError", "shard_name", "write_shards", "read_index",
-           "ShardDataset"]
+           "epoch_plan", "draw_pair", "ShardDataset", "ShardScenes", "ShardPairs"]
 
 FORMAT, VERSION, INDEX_NAME = "vantage-shards", 1, "index.json"
 MAX_VIEWS = 100_000
 
 
-class ShardError(RuntimeError):
-    """A shard or ``index.json`` is missing, corrupt or inconsistent; the message names the file."""
+class ShardError(DatasetError, RuntimeError):
+    """A shard or ``index.json`` is missing, corrupt or inconsistent; the message names the file.
+
+    A :class:`~vantage.data.formats.common.DatasetError` (bad dataset input: the command line prints it as
+    one line) and, as before, a ``RuntimeError``."""
 
 
 def shard_name(i: int) -> str:
@@ -99,7 +112,8 @@ def _encode(obj: ObjectViews, key: str, source_index: int) -> tuple[list[tuple[s
         if obj.depth is not None:
             q = (obj.depth[j, 0].detach().double() / depth_scale).round().clamp(0, 65535).numpy()
             members.append((f"{key}.{j:05d}.depth.png", _png(q.astype(np.uint16))))
-    return members, {"resolution": (h, w), "masks": obj.masks is not None, "depth": obj.depth is not None}
+    return members, {"resolution": (h, w), "masks": obj.masks is not None, "depth": obj.depth is not None,
+                     "num_views": n}
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -132,7 +146,8 @@ def write_shards(dataset: SceneDataset, out_dir: str | Path, shard_size: int = 1
     most ``max_depth / 131070``). Shards are written as ``*.partial`` and renamed when complete;
     ``index.json`` is written last, so an interrupted run leaves no index (and the reader
     refuses the folder). Existing ``shard-*.tar`` / ``index.json`` in ``out_dir`` raise
-    ``FileExistsError`` unless ``overwrite=True`` (then they are deleted first).
+    ``FileExistsError`` unless ``overwrite=True`` (then they are deleted first). The index lists, per
+    shard, the view count and the byte offset of every sample (random access: :class:`ShardScenes`).
 
     Args:
         dataset: any :class:`SceneDataset`; every object is loaded once with ``load(i)``.
@@ -176,7 +191,9 @@ def write_shards(dataset: SceneDataset, out_dir: str | Path, shard_size: int = 1
         if pos % shard_size == 0:
             tmp = out / (shard_name(len(shards)) + ".partial")
             tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
-            shards.append({"file": shard_name(len(shards)), "count": 0})
+            shards.append({"file": shard_name(len(shards)), "count": 0, "num_views": [], "offsets": []})
+        shards[-1]["offsets"].append(tar.offset)  # where the sample's first header (KEY.json) starts
+        shards[-1]["num_views"].append(int(info["num_views"]))
         for name, data in members:
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode = len(data), 0o644
@@ -197,9 +214,16 @@ def write_shards(dataset: SceneDataset, out_dir: str | Path, shard_size: int = 1
                         "skipped_examples": [str(s) for s in skipped[:20]]},
              "shuffle_seed": shuffle_seed, "shards": shards}
     tmp_index = out / (INDEX_NAME + ".partial")
-    tmp_index.write_text(json.dumps(index, indent=1))
+    tmp_index.write_text(_index_text(index))
     os.replace(tmp_index, out / INDEX_NAME)
     return index
+
+
+def _index_text(index: dict) -> str:
+    """``index.json``: indented, but one line per shard (its per-sample lists would take a line per number)."""
+    head = json.dumps({k: v for k, v in index.items() if k != "shards"}, indent=1)
+    shards = ",\n  ".join(json.dumps(s, separators=(",", ":")) for s in index["shards"])
+    return head[:-2] + ',\n "shards": [\n  ' + shards + "\n ]\n}\n"
 
 
 # ---------------------------------------------------------------------- reading
@@ -297,6 +321,8 @@ def _decode(head: dict, files: dict[str, bytes], views: list[int], where: str) -
 
     try:
         return _decode_views(head, get, views, where)
+    except ShardError:
+        raise
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ShardError(f"{where}: malformed sample ({type(e).__name__}: {e})") from e
 
@@ -321,6 +347,39 @@ def _decode_views(head: dict, get: Callable[[str], bytes], views: list[int], whe
 
 def _block(total: int, part: int, parts: int) -> tuple[int, int]:
     return part * total // parts, (part + 1) * total // parts
+
+
+def epoch_plan(counts: Sequence[int], epoch: int, *, seed: int = 0, shuffle: bool = False, rank: int = 0,
+               world_size: int = 1, worker: int = 0, num_workers: int = 1, drop_last: bool = False
+               ) -> list[tuple[int, int, int]]:
+    """``[(shard, lo, hi)]``: the sample ranges one consumer reads in ``epoch``, in order (the splitting
+    rule of the module docstring; ``counts`` are the shards' sample counts)."""
+    order = (torch.randperm(len(counts), generator=seeded_generator(seed, epoch)).tolist() if shuffle
+             else list(range(len(counts))))
+    total = sum(counts)
+    r_lo, r_hi = _block(total - total % world_size if drop_last else total, rank, world_size)
+    w_lo, w_hi = _block(r_hi - r_lo, worker, num_workers)
+    start, stop, pos, out = r_lo + w_lo, r_lo + w_hi, 0, []
+    for s in order:
+        lo, hi = max(start - pos, 0), min(stop - pos, counts[s])
+        if lo < hi:
+            out.append((s, lo, hi))
+        pos += counts[s]
+    return out
+
+
+def draw_pair(sampler: PairSampler, seed: int, epoch: int, sample: int, num_views: int, name: str = ""
+              ) -> PairIndices:
+    """The views of global sample ``sample``'s pair in ``epoch``: drawn with ``seeded_generator(seed, epoch,
+    sample)``, the same in every reader (:class:`ShardDataset`, :class:`ShardPairs`) and on every rank."""
+    return sampler.sample(int(num_views), seeded_generator(seed, epoch, sample), name=name)
+
+
+def _check_size(file: Path, expected: int | None) -> None:
+    size = file.stat().st_size if file.exists() else None
+    if size is None or (expected is not None and size != expected):
+        raise ShardError(f"{file}: " + ("missing" if size is None else f"{size} bytes but {INDEX_NAME} "
+                         f"says {expected}; the shard is truncated or was replaced"))
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
@@ -388,17 +447,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
     def plan(self, epoch: int, rank: int, world_size: int, worker: int = 0, num_workers: int = 1
              ) -> list[tuple[int, int, int]]:
         """``[(shard, lo, hi)]``: the sample ranges one consumer reads in ``epoch``, in order."""
-        order = (torch.randperm(len(self.files), generator=seeded_generator(self.seed, epoch)).tolist()
-                 if self.shuffle else list(range(len(self.files))))
-        r_lo, r_hi = _block(self._epoch_total(world_size), rank, world_size)
-        w_lo, w_hi = _block(r_hi - r_lo, worker, num_workers)
-        start, stop, pos, out = r_lo + w_lo, r_lo + w_hi, 0, []
-        for s in order:
-            lo, hi = max(start - pos, 0), min(stop - pos, self.counts[s])
-            if lo < hi:
-                out.append((s, lo, hi))
-            pos += self.counts[s]
-        return out
+        return epoch_plan(self.counts, epoch, seed=self.seed, shuffle=self.shuffle, rank=rank,
+                          world_size=world_size, worker=worker, num_workers=num_workers, drop_last=self.drop_last)
 
     def _consumer(self) -> tuple[int, int, int, int]:
         rank, world = resolve_rank(self._rank, self._world)
@@ -406,11 +456,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return (rank, world, 0, 1) if info is None else (rank, world, info.id, info.num_workers)
 
     def _check_size(self, s: int) -> None:
-        expected, file = self.index["shards"][s].get("bytes"), self.files[s]
-        size = file.stat().st_size if file.exists() else None
-        if size is None or (expected is not None and size != expected):
-            raise ShardError(f"{file}: " + ("missing" if size is None else f"{size} bytes but {INDEX_NAME} "
-                             f"says {expected}; the shard is truncated or was replaced"))
+        _check_size(self.files[s], self.index["shards"][s].get("bytes"))
 
     def _raw(self, epoch: int, consumer: tuple[int, int, int, int]) -> Iterator[tuple]:
         """Undecoded ``(shard file, sample index, header, members, pair indices)`` of a consumer."""
@@ -421,9 +467,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
             def select(k: int, head: dict, s: int = s) -> tuple[set[str] | None, object]:
                 if sampler is None:
                     return None, None
-                g = seeded_generator(self.seed, epoch, self.offsets[s] + k)
                 try:
-                    idx = sampler.sample(int(head["num_views"]), g, name=head["name"])
+                    idx = draw_pair(sampler, self.seed, epoch, self.offsets[s] + k, head["num_views"], head["name"])
                 except ClipTooShortError as e:
                     if sampler.on_short == "error":
                         raise ClipTooShortError(f"{self.files[s]}: {e}") from e
@@ -476,3 +521,238 @@ def _buffered(stream: Iterator, size: int, g: torch.Generator) -> Iterator:
         j = int(torch.randint(len(buf), (1,), generator=g))
         buf[j], buf[-1] = buf[-1], buf[j]
         yield buf.pop()
+
+
+# ---------------------------------------------------------------------- random access
+_OPEN_FILES = 16  # shard files a process keeps open (per ShardScenes)
+
+
+def _scan_shard(path: Path, count: int) -> tuple[list[int], list[int]]:
+    """``(offsets, num_views)`` of the samples of a shard whose index entry lacks them (older writer)."""
+    offsets, views, cur = [], [], None
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for m in tar:
+                key = _key(m.name)
+                if key != cur:
+                    offsets.append(m.offset)
+                    cur = key
+                if m.name.rsplit("/", 1)[-1] == f"{key}.json":
+                    views.append(int(json.loads(tar.extractfile(m).read())["num_views"]))
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise ShardError(f"{path}: corrupt or unreadable shard ({type(e).__name__}: {e})") from e
+    if len(offsets) != count or len(views) != count:
+        raise ShardError(f"{path}: holds {len(offsets)} samples ({len(views)} with a json) but {INDEX_NAME} "
+                         f"says {count}; the shard is truncated or the index is stale")
+    return offsets, views
+
+
+def _read_at(f, file: Path, pos: int, size: int) -> bytes:
+    f.seek(pos)
+    data = f.read(size)
+    if len(data) != size:
+        raise ShardError(f"{file}: ends at byte {pos + len(data)}, inside a member that needs {size} bytes from "
+                         f"byte {pos} (truncated shard)")
+    return data
+
+
+def _read_sample(f, file: Path, offset: int, key: str, views: set[int] | None) -> tuple[dict, dict[str, bytes]]:
+    """``(header, {suffix: bytes})`` of sample ``key`` whose first header is at byte ``offset``, with the
+    members of ``views`` only (all with None); stops after the last wanted view."""
+    pos, head, files, last = offset, None, {}, (max(views) if views else -1)
+    while True:
+        f.seek(pos)
+        buf = f.read(tarfile.BLOCKSIZE)
+        if len(buf) < tarfile.BLOCKSIZE:
+            if head is None:
+                raise ShardError(f"{file}: ends at byte {pos + len(buf)}, before sample {key} ({INDEX_NAME} puts it "
+                                 f"at byte {offset}); the shard is truncated or the index is stale")
+            break  # the file ends without tar's end marker after a complete member
+        try:
+            info = tarfile.TarInfo.frombuf(buf, tarfile.ENCODING, "surrogateescape")
+        except tarfile.EOFHeaderError:
+            info = None
+        except tarfile.HeaderError as e:
+            raise ShardError(f"{file}: corrupt tar header at byte {pos} (sample {key}: {e}); the shard is damaged"
+                             + (f" or {INDEX_NAME} is stale" if head is None else "")) from e
+        name = info.name.rsplit("/", 1)[-1] if info is not None else ""
+        if name.split(".", 1)[0] != key:
+            if head is None:
+                raise ShardError(f"{file}: {INDEX_NAME} puts sample {key} at byte {offset}, but the member there "
+                                 f"is {'the end of the archive' if info is None else repr(info.name)}; the index "
+                                 f"does not match the shard (rewritten without its index?)")
+            break
+        if not info.isreg():
+            raise ShardError(f"{file}: member {info.name!r} is not a plain file (not written by vantage)")
+        data_pos, suffix = pos + tarfile.BLOCKSIZE, name[len(key) + 1:]
+        pos = data_pos + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        if head is None:
+            if suffix != "json":
+                raise ShardError(f"{file}: sample {key} does not start with {key}.json")
+            try:
+                head = json.loads(_read_at(f, file, data_pos, info.size))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ShardError(f"{file}: {key}.json is not valid JSON ({e})") from e
+            continue
+        view = int(suffix[:5]) if suffix[:5].isdigit() else -1
+        if views is not None and view > last:
+            break
+        if views is None or view in views:
+            files[suffix] = _read_at(f, file, data_pos, info.size)
+    return head, files
+
+
+class ShardScenes(SceneDataset):
+    """The objects of a shard folder with random access: a :class:`SceneDataset` whose ``load(i, views)``
+    seeks to sample ``i`` (its byte offset is in ``index.json``) and reads its json and the requested views
+    only.
+
+    Scene ``i`` is global sample ``i`` (write order); ``scene_name(i)`` locates it (``shard-000001.tar:
+    000000017``; the object's own name is ``load(i).name`` or :meth:`object_name`). With ``resolution``,
+    views of another size are resized to ``resolution x resolution`` on load (antialiased bilinear,
+    intrinsics scaled; non-square images are an error). Shard files are checked against the sizes in the
+    index when opened; a shard set whose index has no offsets (written by an older vantage) is scanned once
+    (headers and json of every sample; ``log`` says so). Each process keeps a few shard files open.
+    """
+
+    format_name = "shards"
+
+    def __init__(self, path: str | Path, *, resolution: int | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.root, self.index = read_index(path)
+        entries = self.index["shards"]
+        self.files = [self.root / e["file"] for e in entries]
+        counts = [int(e["count"]) for e in entries]
+        for file, e in zip(self.files, entries):
+            _check_size(file, e.get("bytes"))
+        offsets, views, scanned = [], [], 0
+        for file, e, n in zip(self.files, entries, counts):
+            if "offsets" in e and "num_views" in e:
+                if len(e["offsets"]) != n or len(e["num_views"]) != n:
+                    raise ShardError(f"{self.root / INDEX_NAME}: the entry of {file.name} lists {len(e['offsets'])} "
+                                     f"offsets and {len(e['num_views'])} view counts for {n} samples")
+                off, nv = e["offsets"], e["num_views"]
+            else:
+                if scanned == 0 and log is not None:
+                    log(f"note: {self.root / INDEX_NAME} has no sample offsets (written by an older vantage); "
+                        f"scanning the shards once (write them again to skip this)")
+                off, nv = _scan_shard(file, n)
+                scanned += 1
+            offsets.append(np.asarray(off, dtype=np.int64))
+            views.append(np.asarray(nv, dtype=np.int64))
+        self.counts = counts
+        self.first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.offsets = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
+        self.views = np.concatenate(views) if views else np.zeros(0, np.int64)
+        self.shard_of = np.repeat(np.arange(len(counts)), counts)
+        self.resolution = None if resolution is None else int(resolution)
+        self._handles: OrderedDict | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return int(self.first[-1])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handles": None, "_pid": -1}  # open files stay with their process
+
+    def scene_name(self, index: int) -> str:
+        g = self._check_index(index)
+        return f"{self.files[self.shard_of[g]].name}:{g:09d}"
+
+    def num_views(self, index: int) -> int:
+        return int(self.views[self._check_index(index)])
+
+    def _file(self, s: int):
+        if self._pid != os.getpid():  # a forked DataLoader worker opens its own files (no shared offsets)
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        f = self._handles.pop(s, None)
+        if f is None:
+            try:
+                f = open(self.files[s], "rb")  # noqa: SIM115 - cached, closed when evicted
+            except OSError as e:
+                raise ShardError(f"{self.files[s]}: cannot open the shard ({e})") from e
+        self._handles[s] = f
+        if len(self._handles) > _OPEN_FILES:
+            self._handles.popitem(last=False)[1].close()
+        return f
+
+    def _read(self, g: int, views: set[int] | None) -> tuple[dict, dict[str, bytes]]:
+        s = int(self.shard_of[g])
+        try:
+            return _read_sample(self._file(s), self.files[s], int(self.offsets[g]), f"{g:09d}", views)
+        except OSError as e:
+            raise ShardError(f"{self.files[s]}: cannot read sample {g:09d} ({e})") from e
+
+    def object_name(self, index: int) -> str:
+        """The object's name (read from its json)."""
+        return str(self._read(self._check_index(index), set())[0].get("name", "?"))
+
+    def load(self, index: int, views: Sequence[int] | None = None) -> ObjectViews:
+        g = self._check_index(index)
+        n = int(self.views[g])
+        needed = list(range(n)) if views is None else [int(v) for v in views]
+        bad = [v for v in needed if not 0 <= v < n]
+        if bad:
+            raise IndexError(f"{self.scene_name(g)} has {n} views; view positions {bad[:5]} are out of range")
+        head, files = self._read(g, set(needed))
+        file = self.files[self.shard_of[g]]
+        where = f"{file} sample {g:09d} ('{head.get('name', '?')}')"
+        if int(head.get("num_views", -1)) != n:
+            raise ShardError(f"{where}: has {head.get('num_views')} views but {INDEX_NAME} says {n}; the index "
+                             f"does not match the shard")
+        obj = _decode(head, files, needed, where)
+        obj.meta.update(shard=file.name, sample_index=g, source_index=head.get("source_index"))
+        if self.resolution is None:
+            return obj
+        cams, images, masks, depth = resize_views(obj.cameras, obj.images, obj.masks, obj.depth,
+                                                  size=self.resolution, where=where)
+        return ObjectViews(images=images, cameras=cams, masks=masks, depth=depth, view_ids=obj.view_ids,
+                           name=obj.name, meta=obj.meta)
+
+
+class ShardPairs(torch.utils.data.Dataset):
+    """Training pairs of a :class:`ShardScenes`, indexed like :class:`~vantage.data.pairs.PairDataset`.
+
+    Item ``i`` is the ``i``-th sample that can give a pair (``samples[i]``, its global sample index);
+    ``(epoch, i)`` draws its views with :func:`draw_pair`, i.e. ``seeded_generator(seed, epoch, sample)``,
+    so a shard sample gets the same pair here as from ``ShardDataset(pair_sampler=...)``, whatever the rank,
+    worker or order. View counts come from the index, so short samples are found without reading the shards:
+    ``sampler.on_short="error"`` raises :class:`ClipTooShortError` naming them, ``"skip"`` leaves them out
+    (listed in ``skipped``). ``scene_index`` of a pair is its global sample index.
+    """
+
+    def __init__(self, scenes: ShardScenes, sampler: PairSampler | None = None, *, seed: int = 0) -> None:
+        self.scenes, self.sampler, self.seed, self.epoch = scenes, sampler or PairSampler(), int(seed), 0
+        reasons = {int(n): self.sampler.check(int(n)) for n in np.unique(scenes.views)}
+        short = np.isin(scenes.views, [n for n, r in reasons.items() if r is not None])
+        bad = np.flatnonzero(short)
+        self.samples = np.flatnonzero(~short)
+        self.skipped = [Skipped(scenes.scene_name(int(g)), reasons[int(scenes.views[g])]) for g in bad]
+        if len(bad) and (self.sampler.on_short == "error" or not len(self.samples)):
+            listed = "; ".join(f"{scenes.scene_name(int(g))} ('{scenes.object_name(int(g))}') "
+                               f"{reasons[int(scenes.views[g])]}" for g in bad[:5])
+            what = (f"{len(bad)} of {len(scenes)} samples of {scenes.root} cannot give a pair" if len(self.samples)
+                    else f"none of the {len(scenes)} samples of {scenes.root} can give a pair")
+            raise ClipTooShortError(f"{what} (pass on_short='skip' to leave them out; vivid: --set "
+                                    f"pair_on_short=skip): {listed}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def indices(self, index: int, epoch: int | None = None) -> tuple[int, PairIndices]:
+        """``(global sample index, view positions)`` of item ``index``, without reading the shards."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"ShardPairs has {len(self)} items, index {index} is out of range")
+        g = int(self.samples[index])
+        return g, draw_pair(self.sampler, self.seed, self.epoch if epoch is None else epoch, g,
+                            self.scenes.views[g], self.scenes.scene_name(g))
+
+    def __getitem__(self, index: int | tuple[int, int]) -> Pair:
+        epoch, index = (int(index[0]), int(index[1])) if isinstance(index, tuple) else (None, int(index))
+        g, idx = self.indices(index, epoch)
+        needed = sorted(set(idx.cond) | {idx.target})
+        return split_loaded(self.scenes.load(g, views=needed), needed, idx, g)

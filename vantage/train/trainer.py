@@ -6,11 +6,11 @@ parameters.
 
 One optimizer step (global batch ``B`` = ``W`` processes x ``A`` micro-steps x ``M`` pairs):
 
-1. every rank runs its ``A`` micro-batches (:class:`~vantage.train.data.StepBatchSampler`);
-   micro-batch ``c = rank * A + m`` of step ``s`` gets ``torch.Generator`` seeded from
-   ``(seed, s, c)`` for ``method.loss`` (and the global ``torch`` RNG, e.g. for dropout, from
-   ``(seed, s, c, 1)``). With the same ``M`` a run is identical for any ``W``; a resumed run
-   repeats exactly what the uninterrupted one would have done.
+1. every rank runs its ``A`` micro-batches (:func:`~vantage.train.data.step_sampler`; shards: each
+   rank's stream position is saved in checkpoints); micro-batch ``c = rank * A + m`` of step ``s`` gets
+   ``torch.Generator`` seeded from ``(seed, s, c)`` for ``method.loss`` (and the global ``torch`` RNG from
+   ``(seed, s, c, 1)``). With the same ``M`` a run is identical for any ``W`` (shards: the steps' pairs depend
+   on ``W``); a resumed run repeats exactly what the uninterrupted one would have done.
 2. ``loss / A`` is back-propagated (DDP averages over ``W``, so the gradient is the mean over the
    global batch, as in one process); DDP synchronises only on the last micro-step (``no_sync``).
 3. the gradient norm is computed (and clipped); if it or the loss is not finite on any rank the
@@ -44,7 +44,7 @@ from vantage.methods.base import Method
 from vantage.outputs import OutputExistsError
 from vantage.train.checkpoint import RUN_FORMAT, load_training_state, save_checkpoint
 from vantage.train.config import TrainConfig
-from vantage.train.data import DataSpec, StepBatchSampler, build_loader, make_pair_dataset
+from vantage.train.data import DataSpec, build_loader, make_pair_dataset, step_sampler
 from vantage.train.distributed import DistContext
 from vantage.train.ema import EMA
 from vantage.train.logging import IntervalStats, RunLogger, SamplePreviews, peak_memory_mb, truncate_stats
@@ -158,9 +158,8 @@ class Trainer:
         """Print the resolved config (rank 0) and load one micro-batch per rank (printing its shapes)."""
         if self.dist.is_main:
             self._log(json.dumps(self.run_config(), indent=2))
-        sampler = StepBatchSampler(len(self.pairs), batch=self.plan.batch, micro_batch=self.plan.micro_batch,
-                                   rank=self.dist.rank, world_size=self.dist.world_size, seed=self.config.seed,
-                                   start_step=0, end_step=1)
+        sampler = step_sampler(self.pairs, self.plan, rank=self.dist.rank, world_size=self.dist.world_size,
+                               seed=self.config.seed, start_step=0, end_step=1, say=self.say)
         batch = next(iter(build_loader(self.pairs, sampler, num_workers=self.config.num_workers)))
         shapes = {"cond.images": tuple(batch.cond.images.shape), "cond.valid": tuple(batch.cond.valid.shape),
                   "target.images": tuple(batch.target.images.shape), "scenes": batch.scene_index.tolist()}
@@ -196,7 +195,7 @@ class Trainer:
         ema = (EMA(method, cfg.ema, batch=plan.batch, halflife_images=plan.ema_halflife_images, rampup=cfg.ema_rampup,
                    decay=cfg.ema_decay, std=cfg.ema_std) if ctx.is_main else None)
         start, elapsed, interval, bad_total, bad_run = 0, 0.0, IntervalStats(), 0, 0
-        resumed_from = None
+        resumed_from = data_state = None
         if decision["checkpoint"] is not None:
             state = load_training_state(decision["checkpoint"], map_location=device)
             method.load_state_dict(state["model"])
@@ -206,6 +205,7 @@ class Trainer:
             start = resumed_from = int(state["step"])
             elapsed, interval = float(state.get("elapsed_s", 0.0)), IntervalStats(state.get("interval"))
             bad_total, bad_run = int(state.get("bad_steps_total", 0)), int(state.get("bad_steps_in_a_row", 0))
+            data_state = state.get("data")  # shards: every rank's stream position
             if ctx.is_main:
                 dropped = truncate_stats(self.run_dir, start)
                 if dropped:
@@ -229,9 +229,9 @@ class Trainer:
                 model = torch.compile(model)
             else:
                 self.say("note: train.compile is only used on CUDA; training uncompiled on CPU")
-        sampler = StepBatchSampler(len(self.pairs), batch=plan.batch, micro_batch=plan.micro_batch, rank=ctx.rank,
-                                   world_size=ctx.world_size, seed=cfg.seed, start_step=start,
-                                   end_step=plan.total_steps)
+        self._sampler = sampler = step_sampler(self.pairs, plan, rank=ctx.rank, world_size=ctx.world_size,
+                                               seed=cfg.seed, start_step=start, end_step=plan.total_steps,
+                                               state=data_state, say=self.say)
         batches = iter(build_loader(self.pairs, sampler, num_workers=cfg.num_workers,
                                     pin_memory=device.type == "cuda"))
         logger = RunLogger(self.run_dir, tensorboard=cfg.tensorboard, log=self.say) if ctx.is_main else None
@@ -371,7 +371,7 @@ class Trainer:
         state = {"model": self.method.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
                  "step": done, "images": done * self.plan.batch, "elapsed_s": elapsed, "interval": interval.state(),
                  "bad_steps_total": bad_total, "bad_steps_in_a_row": bad_run, "world_size": self.dist.world_size,
-                 "vantage_version": __version__,
+                 "vantage_version": __version__, "data": self._sampler.state(done),
                  "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}}
         config = {**self.run_config(), "step": done, "images": done * self.plan.batch}
         path = save_checkpoint(self.run_dir, done, config=config, weights=ema.module.state_dict(),
