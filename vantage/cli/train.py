@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the presets with their descriptions and training "
                                                        "defaults, and exit")
     p.add_argument("--data", help="'synthetic' or 'synthetic:SPLIT' (embedded dataset rendered on the fly at the "
-                                  "method's resolution), or a dataset path in any supported format")
+                                  "method's resolution), a dataset path in any supported format, or a folder of "
+                                  "tar shards written by `vantage data shard` (docs/data-pipeline.md)")
     p.add_argument("--format", help="dataset format of --data (detected when omitted); see docs/datasets.md")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, repeatable: reader options for a path (-o split=train), SyntheticDataset "
