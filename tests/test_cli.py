@@ -65,7 +65,7 @@ def test_render_verify_show_convert_shard(rendered, tmp_path, capsys):
     index = json.loads((sh / "index.json").read_text())
     assert index["num_samples"] == 3 and [s["count"] for s in index["shards"]] == [2, 1]
     assert len(list(sh.glob("*.tar"))) == 2
-    from vantage.data.shards import ShardDataset
+    from vantage.data.shard_stream import ShardDataset
 
     got = {o.name: o for o in ShardDataset(sh, shuffle=False, rank=0, world_size=1)}
     assert sorted(got) == [ds.scene_name(i) for i in range(3)]

@@ -12,15 +12,10 @@ import torch
 from PIL import Image
 
 from vantage.data.pairs import ClipTooShortError, PairSampler
-from vantage.data.shards import (
-    INDEX_NAME,
-    ShardDataset,
-    ShardError,
-    ShardScenes,
-    read_index,
-    shard_name,
-    write_shards,
-)
+from vantage.data.shard_format import INDEX_NAME, ShardError, read_index, shard_name
+from vantage.data.shard_scenes import ShardScenes
+from vantage.data.shard_stream import ShardDataset
+from vantage.data.shards import write_shards
 from vantage.data.testing import ToyDataset
 
 
@@ -279,3 +274,18 @@ def test_corrupt_shard_named(tmp_path, shards, damage):
     ds = ShardDataset(bad)  # the index is fine; the error comes when the shard is read
     with pytest.raises(ShardError, match=shard_name(1)):
         list(ds)
+
+
+def test_public_names_still_import_from_vantage_data_shards():
+    # the readers and the format moved to shard_stream / shard_scenes / shard_format; shards re-exports them
+    import vantage.data.shards as shards
+    import vantage.train.data as train_data
+    from vantage.data import shard_format, shard_scenes, shard_stream
+    from vantage.train import shard_data
+
+    for module, homes in ((shards, (shard_format, shard_stream, shard_scenes)), (train_data, (shard_data,))):
+        names: dict = {}
+        exec(f"from {module.__name__} import *", names)
+        assert set(module.__all__) <= names.keys()
+        for home in homes:
+            assert all(getattr(module, n) is getattr(home, n) for n in home.__all__ if n in module.__all__)

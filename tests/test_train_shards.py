@@ -14,11 +14,15 @@ from toy_method import fast_config, make_toy, toy_scenes
 from vantage.cli.main import main
 from vantage.data.formats.common import DatasetError
 from vantage.data.pairs import ClipTooShortError, PairDataset, PairSampler
-from vantage.data.shards import INDEX_NAME, ShardDataset, ShardPairs, ShardScenes, shard_name, write_shards
+from vantage.data.shard_format import INDEX_NAME, shard_name
+from vantage.data.shard_scenes import ShardPairs, ShardScenes
+from vantage.data.shard_stream import ShardDataset
+from vantage.data.shards import write_shards
 from vantage.data.testing import ToyDataset
 from vantage.train import DataSpec, Trainer, find_checkpoint, open_training_data, read_stats
 from vantage.train.checkpoint import load_training_state
-from vantage.train.data import ShardStepSampler, build_loader
+from vantage.train.data import build_loader
+from vantage.train.shard_data import ShardStepSampler
 
 FAST = ["--set", "train.num_workers=0", "--set", "train.progress=false", "--set", "train.tensorboard=false",
         "--set", "train.log_every=1"]

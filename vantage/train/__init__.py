@@ -12,6 +12,7 @@
 - :mod:`vantage.train.schedule`: warm-up + cosine / inverse-sqrt learning rates.
 - :mod:`vantage.train.data`: ``--data`` specs (``synthetic[:SPLIT]`` or a dataset path), the
   batch sampler that keeps the global batch independent of the number of processes.
+- :mod:`vantage.train.shard_data`: ``--data SHARD_DIR``: the per-rank shard stream and its resume position.
 - :mod:`vantage.train.distributed`: process group and device selection.
 - :mod:`vantage.train.logging`: ``stats.jsonl``, ``loss.png``, sample grids (previews), TensorBoard.
 
