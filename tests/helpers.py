@@ -24,3 +24,32 @@ def pair_batch(n: int = 4, seed: int = 0, res: int = 16, sampler: PairSampler | 
     ds = ToyDataset(num_scenes=n, num_views=6, resolution=res, seed=seed)
     pairs = PairDataset(ds, sampler or PairSampler(min_cond=1, max_cond=1, mode="random"), seed=seed)
     return collate_pairs([pairs[i] for i in range(n)])
+
+
+#: a minimal VIVID config (16 px) for fast tests
+VIVID_TINY = dict(resolution=16, model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,),
+                  extra_attn=None, channels_per_head=8, logvar_channels=16, default_steps=2, preview_steps=2,
+                  preview_count=2, input_elevation_deg=30.0, input_radius=2.5, input_fov_deg=40.0)
+
+
+def tiny_vivid(seed: int = 0, **overrides):
+    """A :data:`VIVID_TINY` model in eval mode with non-zero gains (the output and embedding gains start at 0)."""
+    from vantage.methods import build_method
+
+    torch.manual_seed(seed)
+    m = build_method("vivid", {**VIVID_TINY, **overrides})
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("gain"):
+                p.fill_(0.7)
+    return m.eval()
+
+
+def ring_pair(b: int = 2, res: int = 16):
+    """``(source, target)`` :class:`Cameras` ``(b,)`` on a ring around the origin: a real baseline and rotation."""
+    from vantage.cameras import Cameras, intrinsics_from_fov, look_at
+
+    az = torch.linspace(0, 2.0, 2 * b).reshape(2, b)
+    eyes = torch.stack([2.5 * az.cos(), 2.5 * az.sin(), torch.full_like(az, 1.2)], -1)
+    K = intrinsics_from_fov(40.0, res)
+    return Cameras(look_at(eyes[0]), K, res, res), Cameras(look_at(eyes[1]), K, res, res)

@@ -8,11 +8,14 @@ import math
 
 import pytest
 import torch
+from helpers import VIVID_TINY as TINY
+from helpers import ring_pair as pair
+from helpers import tiny_vivid as tiny
 from PIL import Image
 from reference import REF, load_reference
 from safetensors.torch import save_file
 
-from vantage.cameras import Cameras, intrinsics_from_fov, look_at
+from vantage.cameras import Cameras
 from vantage.cli.main import main
 from vantage.methods import build_method
 from vantage.methods.base import ViewCond
@@ -22,27 +25,6 @@ from vantage.nn.mp import MPConv, MPFourier, cosine_attention, mp_cat, mp_silu, 
 from vantage.train.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-TINY = dict(resolution=16, model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), extra_attn=None,
-            channels_per_head=8, logvar_channels=16, default_steps=2, preview_steps=2, preview_count=2,
-            input_elevation_deg=30.0, input_radius=2.5, input_fov_deg=40.0)
-
-
-def tiny(seed: int = 0, **overrides) -> VIVID:
-    torch.manual_seed(seed)
-    m = build_method("vivid", {**TINY, **overrides})
-    with torch.no_grad():  # non-zero output and embedding gains (both start at 0)
-        for name, p in m.named_parameters():
-            if name.endswith("gain"):
-                p.fill_(0.7)
-    return m.eval()
-
-
-def pair(b: int = 2, res: int = 16) -> tuple[Cameras, Cameras]:
-    az = torch.linspace(0, 2.0, 2 * b).reshape(2, b)
-    eyes = torch.stack([2.5 * az.cos(), 2.5 * az.sin(), torch.full_like(az, 1.2)], -1)
-    K = intrinsics_from_fov(40.0, res)
-    return Cameras(look_at(eyes[0]), K, res, res), Cameras(look_at(eyes[1]), K, res, res)
 
 
 # ------------------------------------------------------------------------------------ MP layers
