@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--split", choices=["train", "val", "test", "benchmark"], default="train",
                    help="which disjoint object split to draw from")
     r.add_argument("--seed", type=int, default=0, help="first object index within the split")
+    r.add_argument("--workers", type=int, default=0,
+                   help="render in this many processes (same files; e.g. the machine's core count)")
     r.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     r.set_defaults(func=cmd_render)
 
@@ -145,10 +147,13 @@ def cmd_render(args) -> int:
         raise UserError(f"--resolution must be between 16 and 256, got {args.resolution}")
     if args.objects < 1 or args.views < 1:
         raise UserError("--objects and --views must be at least 1")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
     try:
         root = write_synthetic_dataset(args.out, split=args.split, num_objects=args.objects, views=args.views,
                                        resolution=args.resolution, layout=args.layout, seed=args.seed,
-                                       elevation=args.elevation, overwrite=args.overwrite, progress=True)
+                                       elevation=args.elevation, overwrite=args.overwrite, progress=True,
+                                       workers=args.workers)
     except ValueError as e:  # option combinations the synthetic dataset rejects (benchmark split, counts)
         raise UserError(str(e)) from e
     print(f"wrote {args.objects} objects x {args.views} views at {args.resolution}px to {root}")

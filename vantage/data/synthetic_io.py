@@ -127,10 +127,27 @@ def write_object(obj: ObjectViews, folder: Path, *, depth_scale: float = DEPTH_S
     (folder / "cameras.json").write_text(json.dumps(doc, indent=1))
 
 
+class _Objects(torch.utils.data.Dataset):
+    """Object ``i`` of a :class:`SyntheticDataset`, all its views (what the render workers produce)."""
+
+    def __init__(self, ds: SyntheticDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> ObjectViews:
+        return self.ds.load(i)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
 def write_synthetic_dataset(out_dir: str | Path, split: str = "train", num_objects: int = 16, views: int = 24,
                             resolution: int = 64, layout: str = "ring", seed: int = 0, *,
                             elevation: float = 30.0, shadows: bool = True, supersample: int = 1,
-                            overwrite: bool = False, progress: bool = True) -> Path:
+                            overwrite: bool = False, progress: bool = True, workers: int = 0) -> Path:
     """Render ``num_objects`` objects of ``split`` to ``out_dir`` (layout in the module docstring).
 
     Arguments match ``vantage data render``: ``seed`` is the index within the split of the first
@@ -138,9 +155,13 @@ def write_synthetic_dataset(out_dir: str | Path, split: str = "train", num_objec
     :class:`~vantage.data.synthetic.SyntheticDataset`). A folder holding a previous vantage
     synthetic dataset is replaced (only its own object folders are removed); any other non-empty
     folder is refused unless ``overwrite=True``, which writes into it without deleting anything.
+    ``workers`` > 0 renders in that many processes (one thread each; the files are the same as with
+    ``workers=0``, written in object order by this process).
 
     Returns the dataset root.
     """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     out = Path(out_dir)
     ds = SyntheticDataset(split, num_objects, views=views, resolution=resolution, layout=layout,
                           elevation=elevation, seed=seed, shadows=shadows, supersample=supersample)
@@ -152,8 +173,10 @@ def write_synthetic_dataset(out_dir: str | Path, split: str = "train", num_objec
             "depth_scale": DEPTH_SCALE, "objects": [ds.scene_name(i) for i in range(len(ds))],
             "complete": False}
     (out / "dataset.json").write_text(json.dumps(info, indent=1))
-    for i in tqdm(range(len(ds)), desc=f"render {split}", unit="object", disable=not progress):
-        write_object(ds.load(i), out / ds.scene_name(i))
+    rendered = torch.utils.data.DataLoader(_Objects(ds), batch_size=None, num_workers=workers,
+                                           worker_init_fn=_one_thread if workers else None)
+    for i, obj in enumerate(tqdm(rendered, desc=f"render {split}", unit="object", disable=not progress)):
+        write_object(obj, out / ds.scene_name(i))
     info["complete"] = True
     (out / "dataset.json").write_text(json.dumps(info, indent=1))
     return out
