@@ -32,6 +32,11 @@ VIVID_TINY = dict(resolution=16, model_channels=8, channel_mult=(1, 2), num_bloc
                   preview_count=2, input_elevation_deg=30.0, input_radius=2.5, input_fov_deg=40.0)
 
 
+#: :data:`VIVID_TINY` as ``vantage train`` arguments
+VIVID_TINY_SET = [f"--set={k}={list(v) if isinstance(v, tuple) else ('null' if v is None else v)}"
+                  for k, v in VIVID_TINY.items()]
+
+
 def tiny_vivid(seed: int = 0, **overrides):
     """A :data:`VIVID_TINY` model in eval mode with non-zero gains (the output and embedding gains start at 0)."""
     from vantage.methods import build_method

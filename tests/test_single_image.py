@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import VIVID_TINY_SET as TINY_SET
 from PIL import Image
 
 from vantage.cli.main import main
@@ -25,10 +26,6 @@ from vantage.data.single_image import (
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-TINY = dict(resolution=16, model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), extra_attn=None,
-            channels_per_head=8, logvar_channels=16, default_steps=2, preview_steps=2, preview_count=2)
-TINY_SET = [f"--set={k}={list(v) if isinstance(v, tuple) else ('null' if v is None else v)}" for k, v in TINY.items()]
 
 
 def _smooth_image(h: int = 90, w: int = 120) -> torch.Tensor:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from vantage.state_dicts import state_dict_mismatch
 
-__all__ = ["check_images", "full_precision", "load_into"]
+__all__ = ["check_images", "extract_features", "full_precision", "load_into"]
 
 
 def load_into(module: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
@@ -64,3 +64,14 @@ def check_images(x: Tensor, name: str, low: float, high: float, tol: float = 1e-
         raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}], expected [{low:g}, {high:g}]"
                          + (" (pass normalize=True for [0, 1] images)" if low < 0 else
                             " (pass normalize=False for [-1, 1] images)"))
+
+
+def extract_features(net: nn.Module, images: Tensor | Iterable[Tensor], dim: int, *, batch_size: int,
+                     normalize: bool) -> Tensor:
+    """``net``'s features of many images ``(N, dim)`` float32 on the CPU: one ``(N, 3, H, W)`` tensor (run in
+    chunks of ``batch_size``) or an iterable of such batches; ``(0, dim)`` for no images."""
+    if isinstance(images, Tensor):
+        images = images.split(batch_size)
+    with torch.no_grad():
+        feats = [net(batch, normalize=normalize).cpu() for batch in images]
+    return torch.cat(feats) if feats else torch.zeros(0, dim)

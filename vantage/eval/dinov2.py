@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vantage.eval._nets import check_images, full_precision, load_into
+from vantage.eval._nets import check_images, extract_features, full_precision, load_into
 from vantage.eval.weights import load_state_dict
 
 __all__ = ["DINOV2_FEATURE_DIM", "DINOV2_INPUT_SIZE", "FD_DINOV2_EXTRACTOR", "IMAGENET_MEAN", "IMAGENET_STD",
@@ -298,9 +298,4 @@ class DINOv2Features(DINOv2ViT):
         ``images``: one ``(N, 3, H, W)`` tensor (run in chunks of ``batch_size``) or an iterable of
         such batches (e.g. a DataLoader), in the range described in :meth:`forward`.
         """
-        if isinstance(images, Tensor):
-            images = images.split(batch_size)
-        feats = [self(batch, normalize=normalize).cpu() for batch in images]
-        if not feats:
-            return torch.zeros(0, self.embed_dim)
-        return torch.cat(feats)
+        return extract_features(self, images, self.embed_dim, batch_size=batch_size, normalize=normalize)

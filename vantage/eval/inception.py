@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vantage.eval._nets import check_images, full_precision, load_into
+from vantage.eval._nets import check_images, extract_features, full_precision, load_into
 from vantage.eval.weights import load_state_dict
 
 __all__ = ["FIDInceptionV3", "FID_FEATURE_DIM", "FID_INPUT_SIZE"]
@@ -233,9 +233,4 @@ class FIDInceptionV3(nn.Module):
         ``images``: one ``(N, 3, H, W)`` tensor (run in chunks of ``batch_size``) or an iterable of
         such batches (e.g. a DataLoader), in the range described in :meth:`forward`.
         """
-        if isinstance(images, Tensor):
-            images = images.split(batch_size)
-        feats = [self(batch, normalize=normalize).cpu() for batch in images]
-        if not feats:
-            return torch.zeros(0, FID_FEATURE_DIM)
-        return torch.cat(feats)
+        return extract_features(self, images, FID_FEATURE_DIM, batch_size=batch_size, normalize=normalize)
