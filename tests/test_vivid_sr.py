@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -163,3 +164,28 @@ def test_sample_guidance_options(runs, tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(other), "--guide", str(runs["guide"]), "--out", str(tmp_path / "z"),
                  *common]) == 2
     assert "'3dim' has none" in capsys.readouterr().err
+
+
+def _size(path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_single_target_walks_chain_the_sr_stage(runs, tmp_path, capsys):
+    """``--walk-step`` with ``--sr-checkpoint``: the walks' frames are super-resolved like an orbit's, the walks
+    themselves (``--save-walks``) stay at the base model's resolution."""
+    img = tmp_path / "in.png"
+    Image.new("RGB", (24, 24), (40, 160, 40)).save(img)
+    out = tmp_path / "out"
+    assert main(["sample", "--checkpoint", str(runs["base"]), "--sr-checkpoint", str(runs["sr"]), "--input", str(img),
+                 "--orbit", "2", "--out", str(out), "--strategy", "interpolated", "--walk-step", "120",
+                 "--save-walks", "--steps", "2", "--device", "cpu"]) == 0
+    assert "super-resolving" in capsys.readouterr().out
+    assert [_size(f) for f in sorted((out / "frames").iterdir())] == [(32, 32)] * 2
+    assert [_size(f) for f in sorted((out / "frames_base").iterdir())] == [(16, 16)] * 2
+    summary = json.loads((out / "sample.json").read_text())
+    assert summary["sr_checkpoint"] and summary["walk_step_deg"] == 120 and summary["walk_lengths"][1] == 2
+    walk = sorted((out / "walks" / "001").glob("*.png"))  # frame 1 is 180° from the input: two 90° poses
+    assert len(walk) == 2 and all(_size(f) == (16, 16) for f in walk)
+    with Image.open(walk[-1]) as last, Image.open(sorted((out / "frames_base").iterdir())[1]) as frame:
+        assert np.array_equal(np.asarray(last), np.asarray(frame))  # the walk's last pose is the frame
