@@ -2,7 +2,8 @@
 
     python bench/diagnose_view_model.py CHECKPOINT [--out DIR] [--objects 16] [--offsets 1,2,6,12]
         [--t 0.7,0.9,0.98] [--sdedit 0.05,0.2,0.5] [--sdedit-offset 2]
-        [--orbit "ddpm,32,0,stochastic;ddim,8,0,single"] [--orbit-objects 4] [--threads 2]
+        [--samples "ddpm,64,0;ddim,64,0"] [--orbit "ddpm,32,0,stochastic;ddim,8,0,single"]
+        [--orbit-objects 4] [--threads 2]
 
 All on held-out benchmark objects of the synthetic data (24-view ring at 30° elevation, view 0 the input),
 PSNR on [0, 1] images, and always next to the copy-the-input baseline on the same views:
@@ -13,6 +14,8 @@ PSNR on [0, 1] images, and always next to the copy-the-input baseline on the sam
 * ``sdedit``: start the model's default sampler from the ground truth noised to ``t`` (the remaining
   steps of its default ``σ`` grid) and score the end (Meng et al. 2022, SDEdit): which noise levels the
   model can denoise back to the truth.
+* ``samples`` (only with ``--samples``): single-view samples from pure noise of the same offsets with
+  each ``SAMPLER,STEPS,GUIDANCE[,option=value...]`` spec (e.g. ``euler_ancestral,64,0,s_noise=0.8``).
 * ``orbit`` (only with ``--orbit``): the demo's 24-view orbits (its objects, seeds 0…, alternating
   order) with other sampler settings ``SAMPLER,STEPS,GUIDANCE,STRATEGY``, scored as the demo does, also
   per angle from the input.
@@ -115,6 +118,36 @@ def sdedit_table(method, objs: list, ts: list[float], offset: int, seed: int = 0
     return rows, images
 
 
+def _sampler_spec(spec: str) -> tuple[str, int, float, dict[str, float]]:
+    """``SAMPLER,STEPS,GUIDANCE[,option=value...]`` (options go to the sampler, e.g. ``s_noise=0.8``, ``eta=0.5``)."""
+    parts = [v.strip() for v in spec.split(",")]
+    if len(parts) < 3 or any("=" not in v for v in parts[3:]):
+        raise SystemExit(f"--samples: each spec is SAMPLER,STEPS,GUIDANCE[,option=value...], got {spec!r}")
+    return parts[0], int(parts[1]), float(parts[2]), {k: float(v) for k, v in (o.split("=", 1) for o in parts[3:])}
+
+
+@torch.no_grad()
+def samples_table(method, objs: list, specs: list[str], offsets: list[int], seed: int = 0) -> list[dict]:
+    """Single-view samples from pure noise (conditioned on the input only) of each ring offset, per
+    sampler spec: mean PSNR over the objects next to the copy baseline. ``(B, 3, H, W)`` batches."""
+    x_in, c_in = _stack(objs, 0)
+    rows = []
+    for spec in specs:
+        name, steps, w, options = _sampler_spec(spec)
+        den = method.single_view_denoiser(w if w else None)
+        sigmas = method.sampling_sigmas(steps)
+        row: dict = {"spec": spec}
+        for k in offsets:
+            x_t, c_t = _stack(objs, k)
+            g = torch.Generator().manual_seed(seed)
+            x = torch.randn(x_t.shape, generator=g) * sigmas[0]
+            out = get_sampler(name)(den, x, sigmas, ViewCond(x_in, c_in, c_t), generator=g, **options)
+            row[f"k={k}"] = _psnr(out, x_t)
+            row[f"copy k={k}"] = _psnr(x_in, x_t)
+        rows.append(row)
+    return rows
+
+
 def orbit_table(method, objs: list, specs: list[str]) -> list[dict]:
     """The demo's orbits with each ``SAMPLER,STEPS,GUIDANCE,STRATEGY`` spec: mean PSNR/SSIM of the 23
     generated views and of the copy baseline, the per-object gain and the mean per angle from the input."""
@@ -167,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--t", default="0.7,0.9,0.98", help="noise levels t for x0 (default 0.7,0.9,0.98)")
     p.add_argument("--sdedit", default="0.05,0.2,0.5", help="start levels t for sdedit ('' to skip)")
     p.add_argument("--sdedit-offset", type=int, default=2, help="ring offset of the sdedit target (default 2)")
+    p.add_argument("--samples", default="", help="';'-separated SAMPLER,STEPS,GUIDANCE[,option=value...] specs: "
+                   "single-view samples of the --offsets views")
     p.add_argument("--orbit", default="", help="';'-separated SAMPLER,STEPS,GUIDANCE,STRATEGY specs")
     p.add_argument("--orbit-objects", type=int, default=4, help="objects for orbits (the demo's 4)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -194,6 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
     if a.sdedit:
         result["sdedit"], images = sdedit_table(method, objs[:a.objects], _floats(a.sdedit), a.sdedit_offset, a.seed)
         _print_rows(f"sdedit: default sampler from the noised truth of offset {a.sdedit_offset}", result["sdedit"])
+    if a.samples:
+        result["samples"] = samples_table(method, objs[:a.objects], [s for s in a.samples.split(";") if s], offsets,
+                                          a.seed)
+        _print_rows(f"samples: single-view samples from noise, {a.objects} objects (PSNR dB)", result["samples"])
     if a.orbit:
         result["orbit"] = orbit_table(method, objs[:a.orbit_objects], [s for s in a.orbit.split(";") if s])
         _print_rows(f"orbit: the demo's {a.orbit_objects} objects, 23 generated views each", result["orbit"])

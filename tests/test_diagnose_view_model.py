@@ -33,7 +33,8 @@ def test_diagnosis_tables_and_files(tmp_path, capsys):
     diag = _module()
     out = tmp_path / "diag"
     argv = [str(run), "--out", str(out), "--objects", "2", "--offsets", "1,12", "--t", "0.001,0.98",
-            "--sdedit", "0.001,0.9", "--orbit", "ddim,2,0,single", "--orbit-objects", "2"]
+            "--sdedit", "0.001,0.9",
+            "--samples", "ddpm,2,0;euler_ancestral,2,1,s_noise=0", "--orbit", "ddim,2,0,single", "--orbit-objects", "2"]
     r = diag.main(argv)
     printed = capsys.readouterr().out
     assert "x0: one call" in printed and "sdedit:" in printed and "orbit:" in printed
@@ -44,6 +45,8 @@ def test_diagnosis_tables_and_files(tmp_path, capsys):
         assert row["x0@t=0.98"] < row["x0@t=0.001"]
     near, far = r["sdedit"]
     assert near["end"] > 35 and near["steps"] == 1 and far["steps"] == 4 and far["end"] < near["end"]
+    assert [row["spec"] for row in r["samples"]] == ["ddpm,2,0", "euler_ancestral,2,1,s_noise=0"]
+    assert r["samples"][0]["copy k=12"] == r["x0"][1]["copy"] and "k=1" in r["samples"][1]
     orbit = r["orbit"][0]
     assert orbit["spec"] == "ddim,2,0,single" and orbit["nfe"] > 0 and len(orbit["gain_per_object"]) == 2
     assert sorted(float(d) for d in orbit["by_angle"]) == [15.0 * k for k in range(1, 13)]
@@ -52,5 +55,7 @@ def test_diagnosis_tables_and_files(tmp_path, capsys):
     assert (out / "sdedit.png").is_file()
     with pytest.raises(SystemExit, match="exists"):
         diag.main(argv)
+    with pytest.raises(SystemExit, match="SAMPLER,STEPS,GUIDANCE"):
+        diag.main([str(run), "--objects", "2", "--offsets", "1", "--t", "0.5", "--sdedit", "", "--samples", "ddim,2"])
     with pytest.raises(SystemExit, match="SAMPLER,STEPS"):
         diag.main([str(run), "--objects", "2", "--offsets", "1", "--t", "0.5", "--sdedit", "", "--orbit", "ddim,2"])
