@@ -17,8 +17,8 @@ PSNR on [0, 1] images, and always next to the copy-the-input baseline on the sam
 * ``samples`` (only with ``--samples``): single-view samples from pure noise of the same offsets with
   each ``SAMPLER,STEPS,GUIDANCE[,option=value...]`` spec (e.g. ``euler_ancestral,64,0,s_noise=0.8``).
 * ``orbit`` (only with ``--orbit``): the demo's 24-view orbits (its objects, seeds 0…, alternating
-  order) with other sampler settings ``SAMPLER,STEPS,GUIDANCE,STRATEGY``, scored as the demo does, also
-  per angle from the input.
+  order) with other sampler settings ``SAMPLER,STEPS,GUIDANCE,STRATEGY[,option=value...]``, scored as the
+  demo does, also per angle from the input.
 
 A sample is scored against one truth, so even a perfect model's samples have about twice the squared
 error of its posterior mean (−3 dB): compare ``orbit`` with ``x0`` with that in mind (docs/3dim.md).
@@ -149,8 +149,8 @@ def samples_table(method, objs: list, specs: list[str], offsets: list[int], seed
 
 
 def orbit_table(method, objs: list, specs: list[str]) -> list[dict]:
-    """The demo's orbits with each ``SAMPLER,STEPS,GUIDANCE,STRATEGY`` spec: mean PSNR/SSIM of the 23
-    generated views and of the copy baseline, the per-object gain and the mean per angle from the input."""
+    """The demo's orbits with each ``SAMPLER,STEPS,GUIDANCE,STRATEGY[,option=value...]`` spec: mean PSNR/SSIM of
+    the 23 generated views and of the copy baseline, the per-object gain and the mean per angle from the input."""
     from vantage.cli.model_demo import orbit_metrics
     from vantage.sampling.orbit import autoregressive_orbit
 
@@ -159,13 +159,14 @@ def orbit_table(method, objs: list, specs: list[str]) -> list[dict]:
     n_views = objs[0].images.shape[0]
     rows = []
     for spec in specs:
-        parts = spec.split(",")
-        if len(parts) != 4:
-            raise SystemExit(f"--orbit: each spec is SAMPLER,STEPS,GUIDANCE,STRATEGY, got {spec!r}")
-        sampler, steps, w, strategy = parts[0], int(parts[1]), float(parts[2]), parts[3]
+        parts = [v.strip() for v in spec.split(",")]
+        if len(parts) < 4 or "=" in parts[3] or any("=" not in v for v in parts[4:]):
+            raise SystemExit(f"--orbit: each spec is SAMPLER,STEPS,GUIDANCE,STRATEGY[,option=value...], "
+                             f"got {spec!r}")
+        sampler, steps, w, options = _sampler_spec(",".join(parts[:3] + parts[4:]))
         t0 = time.perf_counter()
-        r = autoregressive_orbit(method, inputs, cams, strategy=strategy, order="alternating", sampler=sampler,
-                                 steps=steps, guidance=w, seed=list(range(len(objs))))
+        r = autoregressive_orbit(method, inputs, cams, strategy=parts[3], order="alternating", sampler=sampler,
+                                 steps=steps, guidance=w, seed=list(range(len(objs))), sampler_options=options)
         gen = r.images.cpu()
         ms = [orbit_metrics(gen[i, 1:], o.images[1:], o.images[:1]) for i, o in enumerate(objs)]
         by_angle: dict[float, list[tuple[float, float]]] = {}
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sdedit-offset", type=int, default=2, help="ring offset of the sdedit target (default 2)")
     p.add_argument("--samples", default="", help="';'-separated SAMPLER,STEPS,GUIDANCE[,option=value...] specs: "
                    "single-view samples of the --offsets views")
-    p.add_argument("--orbit", default="", help="';'-separated SAMPLER,STEPS,GUIDANCE,STRATEGY specs")
+    p.add_argument("--orbit", default="",
+                   help="';'-separated SAMPLER,STEPS,GUIDANCE,STRATEGY[,option=value...] specs")
     p.add_argument("--orbit-objects", type=int, default=4, help="objects for orbits (the demo's 4)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--seed", type=int, default=0)

@@ -34,7 +34,8 @@ def test_diagnosis_tables_and_files(tmp_path, capsys):
     out = tmp_path / "diag"
     argv = [str(run), "--out", str(out), "--objects", "2", "--offsets", "1,12", "--t", "0.001,0.98",
             "--sdedit", "0.001,0.9",
-            "--samples", "ddpm,2,0;euler_ancestral,2,1,s_noise=0", "--orbit", "ddim,2,0,single", "--orbit-objects", "2"]
+            "--samples", "ddpm,2,0;euler_ancestral,2,1,s_noise=0", "--orbit", "ddim,2,0,single;ddim,2,0,single,eta=0.5",
+            "--orbit-objects", "2"]
     r = diag.main(argv)
     printed = capsys.readouterr().out
     assert "x0: one call" in printed and "sdedit:" in printed and "orbit:" in printed
@@ -47,6 +48,7 @@ def test_diagnosis_tables_and_files(tmp_path, capsys):
     assert near["end"] > 35 and near["steps"] == 1 and far["steps"] == 4 and far["end"] < near["end"]
     assert [row["spec"] for row in r["samples"]] == ["ddpm,2,0", "euler_ancestral,2,1,s_noise=0"]
     assert r["samples"][0]["copy k=12"] == r["x0"][1]["copy"] and "k=1" in r["samples"][1]
+    assert r["orbit"][1]["spec"].endswith("eta=0.5") and r["orbit"][1]["psnr"] != r["orbit"][0]["psnr"]
     orbit = r["orbit"][0]
     assert orbit["spec"] == "ddim,2,0,single" and orbit["nfe"] > 0 and len(orbit["gain_per_object"]) == 2
     assert sorted(float(d) for d in orbit["by_angle"]) == [15.0 * k for k in range(1, 13)]
