@@ -45,6 +45,7 @@ def run_model_demo(out: Path, *, checkpoint: Path | None = None, objects: int = 
     """Generate orbits for ``objects`` benchmark objects and write the demo files into ``out``."""
     from vantage.cameras import Cameras
     from vantage.data.synthetic import SyntheticDataset
+    from vantage.methods.base import sampler_options_for
     from vantage.sampling.orbit import autoregressive_orbit
     from vantage.train.checkpoint import load_checkpoint
     from vantage.viz import contact_sheet, save_gif
@@ -78,7 +79,8 @@ def run_model_demo(out: Path, *, checkpoint: Path | None = None, objects: int = 
         "metric_conventions": "PSNR on [0,1] images; SSIM Wang et al. (Gaussian window 11, sigma 1.5)",
         "baseline": "copy the input view to every target view",
         "checkpoint": str(checkpoint or DEFAULT_MODEL_DIR),
-        "sampler": method.config.default_sampler, "steps": steps or method.config.default_steps,
+        "sampler": method.config.default_sampler, "sampler_options": sampler_options_for(method.config, None),
+        "steps": steps or method.config.default_steps,
         "guidance": method.config.default_guidance, "strategy": "stochastic", "order": "alternating",
         "nfe": result.nfe, "mean": mean, "per_object": per_object,
         "seconds": round(time.perf_counter() - t0, 1), "device": dev,

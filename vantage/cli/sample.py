@@ -2,7 +2,8 @@
 
     vantage sample --checkpoint RUN_DIR --input IMAGE(S)_OR_OBJECT_DIR --orbit N --out DIR
                    [--input-views 0,6,12 | --num-input-views K] [--no-autoregressive]
-                   [--sampler S --steps K --guidance W [--guide G] [--sr-checkpoint SR] --strategy S
+                   [--sampler S [--sampler-option KEY=VALUE ...] --steps K --guidance W [--guide G]
+                    [--sr-checkpoint SR] --strategy S
                     --order sequential|alternating --save-weights [mean|final] --save-intermediates --seed S]
                    [--elevation DEG --arc START:END | --cameras FILE | --targets dataset] [--device D]
                    [--t-in T --t-auto T --window DEG --distance azimuth|azimuth+elevation --separate-noise]
@@ -94,6 +95,12 @@ EPILOG = """examples:
 """
 
 
+def _options_text(options: dict[str, Any]) -> str:
+    """`` (s_noise=0.7, eta=0.5)`` for the progress line ("" for none)."""
+    return f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in options.items())})" \
+        if options else ""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from vantage.cli.sample_strategy import add_strategy_arguments
 
@@ -129,6 +136,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", type=float, default=None, help="camera distance assumed for an unposed image")
     p.add_argument("--fov", type=float, default=None, help="horizontal FOV (degrees) assumed for an unposed image")
     p.add_argument("--sampler", default=None, help="sampler name (default: the model's)")
+    p.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE", dest="sampler_option",
+                   help="an option of the sampler, e.g. s_noise=0.7 (the ancestral samplers' noise scale: < 1 = "
+                        "colder samples), eta=0.5 (ddim), s_churn=10 (euler/heun); repeatable. The model's own "
+                        "options for its default sampler apply unless overridden here")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w, ε form (1+w)ε_c − wε_u; 0 = none (default: the model's). "
@@ -217,7 +228,9 @@ def cmd_sample(args) -> int:
     from vantage.cli.sample_strategy import choose_strategy, composed_set_note
     from vantage.cli.sample_vivid import apply_guide, guidance_summary, load_sr, super_resolve
     from vantage.cli.sample_walk import intermediates_by_step, run_walks, walk_plan_text, walk_summary, write_walks
+    from vantage.diffusion.sampler_options import check_sampler_options, parse_sampler_option
     from vantage.diffusion.samplers import get_sampler
+    from vantage.methods.base import sampler_options_for
     from vantage.outputs import prepare_output_dir
     from vantage.sampling import autoregressive_orbit
     from vantage.sampling.inputs import match_views
@@ -267,6 +280,12 @@ def cmd_sample(args) -> int:
         get_sampler(sampler)
     except KeyError as e:
         raise UserError(str(e).strip("'\"")) from None
+    try:
+        sampler_options = check_sampler_options(
+            sampler, {**sampler_options_for(cfg, sampler), **dict(map(parse_sampler_option, args.sampler_option))},
+            "--sampler-option")
+    except ValueError as e:
+        raise UserError(str(e)) from None
     steps = args.steps or cfg.default_steps
     k = len(in_idx)
     walking = args.walk_step is not None
@@ -274,8 +293,8 @@ def cmd_sample(args) -> int:
     order = choice.order
     how = walk_plan_text(inputs, targets, args.walk_step) if walking else f"order {order}"
     print(f"generating {len(targets)} views ({target_kind}, {how}) from {k} input view(s) "
-          f"{in_idx} with {sampler} x {steps} steps, guidance {guidance_text}, strategy {strategy_name}, {mode}, "
-          f"seed {args.seed}")
+          f"{in_idx} with {sampler}{_options_text(sampler_options)} x {steps} steps, guidance {guidance_text}, "
+          f"strategy {strategy_name}, {mode}, seed {args.seed}")
     if strategy_name == "composed":
         n_new = sum(m is None for m in match_views(inputs, targets))  # targets not copied from an input
         if note := composed_set_note(cfg, k, n_new, args):
@@ -298,14 +317,16 @@ def cmd_sample(args) -> int:
             warnings.simplefilter("always")
             if walking:
                 walks = run_walks(method, inputs, targets, args, options=strategy_options, x0_frames=walk_x0,
-                                  sampler=sampler, steps=steps, guidance=guidance, device=device)
+                                  sampler=sampler, steps=steps, guidance=guidance, device=device,
+                                  sampler_options=sampler_options)
                 result = walks.orbit_result()
                 steps_x0 = intermediates_by_step(walks, walk_x0 or {})
             else:
                 result = autoregressive_orbit(method, inputs, targets, strategy=strategy, order=order,
-                                              sampler=sampler, steps=steps, guidance=guidance, seed=args.seed,
-                                              device=device, progress=True, autoregressive=args.autoregressive,
-                                              callback=recorder, strategy_options=strategy_options,
+                                              sampler=sampler, sampler_options=sampler_options, steps=steps,
+                                              guidance=guidance, seed=args.seed, device=device, progress=True,
+                                              autoregressive=args.autoregressive, callback=recorder,
+                                              strategy_options=strategy_options,
                                               step_callback=keep_x0 if args.save_intermediates else None)
     except (KeyError, ValueError) as e:
         raise UserError(str(e).strip("'\"")) from None
@@ -326,7 +347,8 @@ def cmd_sample(args) -> int:
                "scene": inp.scene, "input_views": in_idx, "notes": inp.notes + notes,
                "targets": args.targets or ("cameras" if args.cameras else "orbit"), "target_cameras": target_kind,
                "arc": list(args.arc) if args.arc else None, "cameras": str(args.cameras) if args.cameras else None,
-               "sampler": sampler, "steps": steps, **guidance_record, "strategy": strategy_name,
+               "sampler": sampler, "sampler_options": sampler_options, "steps": steps, **guidance_record,
+               "strategy": strategy_name,
                "strategy_options": {k: v for k, v in strategy_options.items() if k != "accumulate_weights"},
                "autoregressive": args.autoregressive, "mode": mode, "weights": args.save_weights,
                "intermediates": args.save_intermediates, "seed": args.seed, "device": device, **written,

@@ -44,6 +44,7 @@ from vantage.eval.evaluate import combine_samples, evaluate_folders
 from vantage.eval.protocol import Protocol, load_protocol
 from vantage.eval.report import write_report
 from vantage.eval.scorer import SET_METRIC_LABELS, EvaluationError, Scorer, source_metrics
+from vantage.methods.base import sampler_options_for
 
 if TYPE_CHECKING:
     from vantage.sampling.strategy_choice import StrategyChoice
@@ -385,8 +386,9 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     extra: dict[str, Any] = {"run": {
         "checkpoint": str(folder), "method": method.name,
         "data": str(data) if data is not None else protocol.dataset.spec,
-        "device": device, "sampler": sampler, "steps": n_steps, "guidance": guidance, "strategy": strategy_name,
-        "order": s.order, "autoregressive": s.autoregressive, "samples_per_target": k_samples, "seeds": seeds,
+        "device": device, "sampler": sampler, "sampler_options": sampler_options_for(cfg, sampler), "steps": n_steps,
+        "guidance": guidance, "strategy": strategy_name, "order": s.order, "autoregressive": s.autoregressive,
+        "samples_per_target": k_samples, "seeds": seeds,
         "overrides": overrides, "objects": per_object_run, "skipped_objects": skipped_objects, "nfe": nfe,
         "seconds_sampling": round(t_sampling, 3), "seconds_total": round(time.perf_counter() - t_start, 3)}}
     scored = [c for c in consistency if c is not None]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -37,7 +37,7 @@ from vantage.cameras import Cameras
 from vantage.data.pairs import PairBatch, PairSampler
 
 __all__ = ["MethodConfig", "Method", "ViewCond", "SingleViewPairs", "config_from_dict", "check_choice",
-           "check_probability", "check_unet_resolution", "check_sampling_counts", "int_tuples",
+           "check_probability", "check_unet_resolution", "check_sampling_counts", "int_tuples", "sampler_options_for",
            "check_batch_resolution"]
 
 
@@ -51,6 +51,9 @@ class MethodConfig:
         default_sampler: sampler name (``vantage.diffusion.SAMPLERS``) used when none is given.
         default_steps: sampling steps used when none is given.
         default_guidance: guidance weight used when none is given (0 = no guidance).
+        default_sampler_options: extra options of the default sampler, used whenever it runs (e.g.
+            ``{"s_noise": 0.7}``: colder ancestral samples; :mod:`vantage.diffusion.sampler_options`).
+            Another sampler chosen at sampling time runs with its own defaults.
         preview_sampler, preview_steps, preview_count: sampler, steps and number of targets of the
             periodic sample grids written during training (the method's ``preview``).
         input_elevation_deg, input_radius, input_fov_deg: the camera assumed for an unposed input
@@ -63,6 +66,7 @@ class MethodConfig:
     default_sampler: str = "dpmpp_2m"
     default_steps: int = 32
     default_guidance: float = 0.0
+    default_sampler_options: dict[str, Any] = field(default_factory=dict)
     preview_sampler: str = "dpmpp_2m"
     preview_steps: int = 20
     preview_count: int = 4
@@ -189,9 +193,26 @@ def check_unet_resolution(resolution: int, ch_mult: Sequence[int], name: str = "
 
 
 def check_sampling_counts(config: MethodConfig) -> None:
-    """ValueError unless ``default_steps``, ``preview_steps`` and ``preview_count`` are all >= 1."""
+    """ValueError unless ``default_steps``, ``preview_steps`` and ``preview_count`` are all >= 1 and
+    ``default_sampler_options`` are options of ``default_sampler`` (normalised in place)."""
+    from vantage.diffusion.sampler_options import check_sampler_options
+
     if min(config.default_steps, config.preview_steps, config.preview_count) < 1:
         raise ValueError("default_steps, preview_steps and preview_count must be >= 1")
+    config.default_sampler_options = check_sampler_options(config.default_sampler, config.default_sampler_options,
+                                                           "default_sampler_options")
+
+
+def sampler_options_for(config: MethodConfig | None, sampler: str | None) -> dict[str, Any]:
+    """The options to run ``sampler`` with for a model of ``config``: its ``default_sampler_options`` when
+    ``sampler`` is None or the default sampler (``-``/``_`` and case ignored), otherwise none."""
+    from vantage.diffusion.samplers import get_sampler
+
+    if config is None:
+        return {}
+    if sampler is None or get_sampler(sampler) is get_sampler(config.default_sampler):
+        return dict(getattr(config, "default_sampler_options", None) or {})
+    return {}
 
 
 def int_tuples(config: object, *names: str) -> None:

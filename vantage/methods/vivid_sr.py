@@ -44,7 +44,7 @@ from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import sample_lognormal_sigma
 from vantage.methods import register_preset
-from vantage.methods.base import ViewCond
+from vantage.methods.base import ViewCond, sampler_options_for
 from vantage.methods.vivid import PAPER_TRAIN, SHAPES_TRAIN, VIVID, VIVIDConfig, _shapes_stats
 from vantage.methods.vivid_camera import reference_camera_statistics
 from vantage.nn.edm2_unet import EDM2UNetConfig
@@ -200,7 +200,8 @@ class VIVIDSR(VIVID):
         x = randn(tuple(source.shape), generator, device=dev) * float(sigmas[0])
         with self.evaluating():
             out = get_sampler(sampler or cfg.default_sampler)(self.edm2_denoiser(), x, sigmas, cond,
-                                                              generator=generator)
+                                                              generator=generator,
+                                                              **sampler_options_for(cfg, sampler))
         return out.clamp(-1, 1)
 
     @torch.no_grad()

@@ -48,7 +48,7 @@ from vantage.data.views import ObjectViews, ViewSet, collate_views
 from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import karras_sigmas
-from vantage.methods.base import Method
+from vantage.methods.base import Method, sampler_options_for
 from vantage.sampling.strategies import Strategy, ViewSetCond, make_strategy, view_cfg_denoiser
 
 __all__ = ["OrbitResult", "autoregressive_orbit", "generation_order", "as_view_set", "resolve_denoiser",
@@ -240,7 +240,8 @@ def autoregressive_orbit(
             set holds the inputs in slots ``0..N-1`` and the view generated at step ``j`` in slot ``N + j``).
         step_callback: the samplers' per-denoising-step callback, with ``"view_step"`` and
             ``"samples"`` added to its ``info`` (e.g. to save intermediate x̂0's).
-        sampler_options, strategy_options: extra keyword arguments for the sampler / strategy.
+        sampler_options, strategy_options: extra keyword arguments for the sampler / strategy (default for
+            the sampler: the method's ``default_sampler_options`` when its default sampler runs).
         autoregressive: add each generated view to the set (default); False: every target is
             conditioned on the input views only ("fixed views").
 
@@ -274,6 +275,8 @@ def autoregressive_orbit(
     cfg = model.config if isinstance(model, Method) else None
     sampler_fn = get_sampler(sampler or (cfg.default_sampler if cfg else "euler")) if not callable(sampler) \
         else sampler
+    if sampler_options is None:  # the model's options for its default sampler (none for another sampler)
+        sampler_options = {} if callable(sampler) else sampler_options_for(cfg, sampler)
     den = resolve_denoiser(model, guidance)
     if sigmas is None:
         steps = steps if steps is not None else (cfg.default_steps if cfg else None)
