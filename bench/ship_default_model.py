@@ -1,6 +1,7 @@
 """Ship a trained run as vantage's default model (``vantage/assets/default-3dim/``).
 
     python bench/ship_default_model.py RUN_DIR [--hardware "1x H200, bf16"] [--overwrite]
+        [--sampling FIELD=VALUE ...]
 
 Copies the run's newest checkpoint (``model.safetensors`` = EMA weights, ``config.json``), its
 ``stats.jsonl`` and ``loss.png`` into the assets folder and writes ``TRAINING.md`` with the exact
@@ -8,7 +9,9 @@ Copies the run's newest checkpoint (``model.safetensors`` = EMA weights, ``confi
 (preset, data, every training field that differs from :class:`~vantage.train.TrainConfig`'s
 defaults, every method field that differs from the preset), the images seen, the last logged
 losses and the hardware. Refuses weights over 20 MB, a run that is not a 3DiM run, and an
-existing default model unless ``--overwrite``. It does not judge quality: that is
+existing default model unless ``--overwrite``. ``--sampling`` sets the shipped model's sampling defaults
+(``default_sampler``, ``default_sampler_options``, ``default_steps``, ``default_guidance``; they do not
+change the weights) and ``TRAINING.md`` says which were set there. It does not judge quality: that is
 ``tests/test_default_model.py`` (which must pass before the model is committed).
 """
 
@@ -74,7 +77,26 @@ def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def ship(run: Path, hardware: str, overwrite: bool = False, assets: Path = ASSETS) -> Path:
+SAMPLING_FIELDS = ("default_sampler", "default_sampler_options", "default_steps", "default_guidance")
+
+
+def sampling_overrides(items: list[str], config: dict) -> dict[str, Any]:
+    """``["FIELD=VALUE", ...]`` (sampling fields only) checked by building the method's config with them."""
+    from vantage.methods import parse_overrides
+
+    cls = method_class(config["method"]).config_class
+    out = parse_overrides(items, cls)
+    if bad := sorted(set(out) - set(SAMPLING_FIELDS)):
+        raise SystemExit(f"--sampling sets only {', '.join(SAMPLING_FIELDS)}; got {', '.join(bad)}")
+    try:
+        cls(**{**config["config"], **out})
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"--sampling: {e}") from None
+    return out
+
+
+def ship(run: Path, hardware: str, overwrite: bool = False, assets: Path = ASSETS,
+         sampling: list[str] | None = None) -> Path:
     ckpt = find_checkpoint(run)
     if ckpt is None:
         raise SystemExit(f"{run}: no checkpoint")
@@ -86,9 +108,12 @@ def ship(run: Path, hardware: str, overwrite: bool = False, assets: Path = ASSET
         raise SystemExit(f"{weights} is {weights.stat().st_size / 2**20:.1f} MB; the limit is 20 MB")
     if assets.exists() and any(assets.iterdir()) and not overwrite:
         raise SystemExit(f"{assets} already holds a default model; pass --overwrite to replace it")
+    shipped = json.loads((ckpt / "config.json").read_text())
+    changed = sampling_overrides(sampling or [], shipped)
+    shipped["config"].update(changed)
     assets.mkdir(parents=True, exist_ok=True)
     shutil.copy2(weights, assets / "model.safetensors")
-    shutil.copy2(ckpt / "config.json", assets / "config.json")
+    (assets / "config.json").write_text(json.dumps(shipped, indent=2))
     for name in ("stats.jsonl", "loss.png"):
         if (run / name).is_file():
             shutil.copy2(run / name, assets / name)
@@ -97,6 +122,10 @@ def ship(run: Path, hardware: str, overwrite: bool = False, assets: Path = ASSET
     last = stats[-5:]
     loss = sum(r["loss"] for r in last) / max(1, len(last))
     ips = sorted(r["images_per_s"] for r in stats if r.get("images_per_s"))
+    sampling_text = ", ".join(f"{k} = {json.dumps(shipped['config'].get(k))}" for k in SAMPLING_FIELDS)
+    if changed:
+        sampling_text += (f" (set at shipping with `--sampling`: {', '.join(sorted(changed))}; the run's own "
+                          "were used for its training previews)")
     text = f"""# The default 3DiM model
 
 Trained with vantage {cfg.get('vantage_version')} on the embedded synthetic data (train split; the
@@ -114,6 +143,7 @@ Command (rebuilt from the run's `config.json`; run it again with the same `--out
 * training images/s (median over log intervals): {ips[len(ips) // 2] if ips else float('nan'):.0f}
 * hardware: {hardware}; torch {torch.__version__}
 * training curve: `loss.png`, every log interval: `stats.jsonl`
+* sampling defaults: {sampling_text}
 """
     (assets / "TRAINING.md").write_text(text)
     return assets
@@ -124,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path)
     p.add_argument("--hardware", default="not stated")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--sampling", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a sampling default of the shipped model: " + ", ".join(SAMPLING_FIELDS))
     p.add_argument("--assets", type=Path, default=ASSETS, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    out = ship(a.run, a.hardware, a.overwrite, a.assets)
+    out = ship(a.run, a.hardware, a.overwrite, a.assets, a.sampling)
     print(f"shipped {a.run} to {out}; now run `python -m pytest tests/test_default_model.py` before committing")
     return 0
 

@@ -49,6 +49,22 @@ def test_ship_writes_the_files_and_a_command_that_rebuilds_the_run(tmp_path, cap
     # an existing default model is not replaced without --overwrite; a non-3DiM run is refused
     with pytest.raises(SystemExit, match="--overwrite"):
         ship.main([str(run), "--assets", str(assets)])
+    # sampling defaults set at shipping: checked, written to the shipped config, said in TRAINING.md
+    other = tmp_path / "assets2"
+    ship.main([str(run), "--assets", str(other), "--sampling", "default_sampler=euler_ancestral",
+               "--sampling", 'default_sampler_options={"s_noise":0.7}'])
+    shipped = json.loads((other / "config.json").read_text())["config"]
+    assert shipped["default_sampler"] == "euler_ancestral" and shipped["default_sampler_options"] == {"s_noise": 0.7}
+    assert "set at shipping with `--sampling`: default_sampler, default_sampler_options" in \
+        (other / "TRAINING.md").read_text()
+    from vantage.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(other).config.default_sampler_options == {"s_noise": 0.7}
+    for bad, msg in ((["--sampling", "ch=8"], "sets only"),
+                     (["--sampling", "default_sampler=ddpm", "--sampling", 'default_sampler_options={"s_noise":0.7}'],
+                      "has no option 's_noise'")):
+        with pytest.raises(SystemExit, match=msg):
+            ship.main([str(run), "--assets", str(tmp_path / "bad"), *bad])
     cfg = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**cfg, "method": "viewfusion"}))
     with pytest.raises(SystemExit, match="3DiM run"):
