@@ -58,3 +58,15 @@ def ring_pair(b: int = 2, res: int = 16):
     eyes = torch.stack([2.5 * az.cos(), 2.5 * az.sin(), torch.full_like(az, 1.2)], -1)
     K = intrinsics_from_fov(40.0, res)
     return Cameras(look_at(eyes[0]), K, res, res), Cameras(look_at(eyes[1]), K, res, res)
+
+
+def load_bench_script(name: str):
+    """The module ``bench/<name>.py`` (bench scripts are not a package), imported fresh."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

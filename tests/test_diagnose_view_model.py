@@ -4,26 +4,21 @@ results file is never overwritten."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers import load_bench_script
 
 from vantage.cli.main import main as cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "diagnose_view_model.py"
 TINY = ["--set", "resolution=16", "--set", "ch=8", "--set", "ch_mult=[1,2]", "--set", "attn_resolutions=[8]",
         "--set", "num_heads=2", "--set", "emb_ch=16", "--set", "norm_groups=4", "--set", "default_steps=4"]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("diagnose_view_model", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("diagnose_view_model")
 
 
 def test_diagnosis_tables_and_files(tmp_path, capsys):

@@ -3,12 +3,12 @@ the run's exact configuration (running it on the run resumes it: nothing differs
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 from pathlib import Path
 
 import pytest
+from helpers import load_bench_script
 
 from vantage.cli.main import main
 
@@ -20,10 +20,7 @@ TINY = ["--set", "resolution=16", "--set", "ch=16", "--set", "ch_mult=[1,2]", "-
 
 
 def _ship_module():
-    spec = importlib.util.spec_from_file_location("ship_default_model", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("ship_default_model")
 
 
 def test_ship_writes_the_files_and_a_command_that_rebuilds_the_run(tmp_path, capsys):
