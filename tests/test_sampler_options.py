@@ -80,6 +80,9 @@ def test_sample_cli_and_checkpoint_round_trip(tmp_path, capsys):
     run = tmp_path / "run"
     save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
     assert load_checkpoint(run).config.default_sampler_options == {"s_noise": 0.0}
+    from vantage.serve.models import read_model_info
+
+    assert "sampler euler_ancestral s_noise=0, 3 steps" in read_model_info(run).describe()
     img = tmp_path / "in.png"
     Image.new("RGB", (16, 16), (30, 90, 200)).save(img)
 

@@ -87,8 +87,10 @@ class ModelInfo:
 
     def describe(self) -> str:
         c = self.config
+        opts = "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
+                       for k, v in (getattr(c, "default_sampler_options", None) or {}).items())
         return (f"{self.method}, {c.resolution}x{c.resolution} px, checkpoint {self.folder}; defaults: sampler "
-                f"{c.default_sampler}, {c.default_steps} steps, guidance {c.default_guidance:g}, strategy "
+                f"{c.default_sampler}{opts}, {c.default_steps} steps, guidance {c.default_guidance:g}, strategy "
                 f"{self.default_strategy}")
 
 
