@@ -70,3 +70,19 @@ def load_bench_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def save_tiny_run(folder, name: str, overrides: dict, scale: float = 0.02, seed: int = 0):
+    """A run folder as the trainer writes it (checkpoint ``step-000001``) holding ``build_method(name, overrides)``
+    with weights perturbed by ``scale`` (not all-zero outputs; 0 keeps the initialisation). Returns ``folder``."""
+    from vantage.methods import build_method
+    from vantage.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    m = build_method(name, overrides)
+    if scale:
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * scale)
+    save_checkpoint(folder, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
+    return folder

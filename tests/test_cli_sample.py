@@ -11,6 +11,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_run
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -34,14 +35,7 @@ def write_checkpoint(folder, method: Method) -> None:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    m = build_method("3dim", TINY)
-    with torch.no_grad():  # not all-zero outputs
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    run = tmp_path_factory.mktemp("run")  # a run folder as the trainer writes it; its newest checkpoint is used
-    save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("run"), "3dim", TINY)  # its newest checkpoint is used
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_run
 from PIL import Image
 
 from vantage.cli.main import main
@@ -275,17 +276,7 @@ def test_cli_mode_checks(image_sets, tmp_path, capsys):
 # ------------------------------------------------------------------------------------ checkpoint mode
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from vantage.methods import build_method
-    from vantage.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    m = build_method("3dim", TINY)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    run = tmp_path_factory.mktemp("run")
-    save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("run"), "3dim", TINY)
 
 
 def test_checkpoint_mode_end_to_end(ckpt, tmp_path, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_run
 from PIL import Image
 
 from vantage.cameras import Cameras
@@ -119,14 +120,7 @@ def test_protocols_select_the_right_frames(re10k):
 # ------------------------------------------------------------------------------------ checkpoint and files mode
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from vantage.methods import build_method
-    from vantage.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    m = build_method("3dim", TINY_3DIM)
-    run = tmp_path_factory.mktemp("run")
-    save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("run"), "3dim", TINY_3DIM, scale=0)
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # 9 images, 3 distinct sources: rank-deficient covariances

@@ -11,17 +11,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_run
 from PIL import Image
 from test_cli_sample import TINY
 
 from vantage.cameras import Cameras, look_at, ring_cameras, spherical_to_cartesian
 from vantage.cli.main import main
 from vantage.data.views import ObjectViews
-from vantage.methods import build_method
 from vantage.methods.base import ViewCond
 from vantage.sampling import autoregressive_orbit
 from vantage.sampling.walks import plan_walks, sample_target_walks, target_seed
-from vantage.train.checkpoint import save_checkpoint
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.filterwarnings("ignore:interpolated denoising")]
 
@@ -89,14 +88,7 @@ def test_walk_lengths_ignore_float32_camera_noise():
 # ------------------------------------------------------------------------------------ command line
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    m = build_method("3dim", TINY)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    run = tmp_path_factory.mktemp("run")
-    save_checkpoint(run, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("run"), "3dim", TINY)
 
 
 @pytest.fixture(scope="module")

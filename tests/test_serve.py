@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import save_tiny_run
 from PIL import Image
 
 from vantage.cli.main import main
@@ -36,24 +36,14 @@ VF_TINY = dict(resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resol
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _run(folder: Path, name: str, overrides: dict, scale: float) -> Path:
-    torch.manual_seed(0)
-    m = build_method(name, overrides)
-    with torch.no_grad():  # not all-zero outputs
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    save_checkpoint(folder, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    return _run(tmp_path_factory.mktemp("run"), "3dim", TINY, 0.02)
+    return save_tiny_run(tmp_path_factory.mktemp("run"), "3dim", TINY, 0.02)
 
 
 @pytest.fixture(scope="module")
 def vf_ckpt(tmp_path_factory) -> Path:
-    return _run(tmp_path_factory.mktemp("vf_run"), "viewfusion", VF_TINY, 0.05)
+    return save_tiny_run(tmp_path_factory.mktemp("vf_run"), "viewfusion", VF_TINY, 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -300,9 +290,7 @@ def test_the_page_in_a_headless_browser(ckpt, photo, tmp_path, monkeypatch):
 
 
 def test_the_page_uses_a_methods_own_default_strategy(tmp_path):
-    from vantage.methods import build_method
     from vantage.serve.models import choose_strategy, read_model_info
-    from vantage.train.checkpoint import save_checkpoint
 
     m = build_method("regression", {"resolution": 16, "ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1,
                                     "attn_resolutions": (8,), "norm_groups": 8, "emb_ch": 32, "encoder_ch": 8,
