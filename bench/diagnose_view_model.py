@@ -56,10 +56,28 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(psnr(to_unit(a.clamp(-1, 1)), to_unit(b)).mean().item(), 3)
 
 
-def benchmark_objects(resolution: int, count: int) -> list:
-    """The demo's objects: the first ``count`` of the benchmark split, 24-view ring."""
+def benchmark_objects(resolution: int, count: int, views: int = 24) -> list:
+    """The demo's objects: the first ``count`` of the benchmark split (a 24-view ring at 30° elevation, view 0
+    the input); ``views`` < 24 keeps every ``24 / views``-th view of the ring (``views`` must divide 24)."""
+    if views < 2 or 24 % views:
+        raise SystemExit(f"the benchmark ring has 24 views; --views must divide 24 (2, 3, 4, 6, 8, 12, 24), "
+                         f"got {views}")
     ds = SyntheticDataset(split="benchmark", num_objects=count, views=24, resolution=resolution, layout="ring")
-    return [ds.load(i) for i in range(len(ds))]
+    return [ds.load(i, None if views == 24 else range(0, 24, 24 // views)) for i in range(len(ds))]
+
+
+def angle_psnr(generated: torch.Tensor, objs: list) -> dict[str, dict[str, float]]:
+    """Mean PSNR per angle from the input (folded to 0..180°) of orbits ``generated (B, V, 3, H, W)`` of ``objs``
+    (view 0 the input, a ring of ``V`` views), next to the copy-the-input baseline at the same angle."""
+    n_views = objs[0].images.shape[0]
+    by_angle: dict[float, list[tuple[float, float]]] = {}
+    for i, o in enumerate(objs):
+        for v in range(1, n_views):
+            deg = round(min(v, n_views - v) * 360 / n_views, 1)
+            by_angle.setdefault(deg, []).append((_psnr(generated[i, v:v + 1], o.images[v:v + 1]),
+                                                 _psnr(o.images[:1], o.images[v:v + 1])))
+    return {f"{d:g}": {"psnr": round(sum(a for a, _ in v) / len(v), 2), "copy": round(sum(b for _, b in v) / len(v), 2)}
+            for d, v in sorted(by_angle.items())}
 
 
 def _sigma(method, t: float) -> torch.Tensor:
@@ -156,7 +174,6 @@ def orbit_table(method, objs: list, specs: list[str]) -> list[dict]:
 
     inputs = [o.select([0]) for o in objs]
     cams = Cameras.stack([o.cameras for o in objs])
-    n_views = objs[0].images.shape[0]
     rows = []
     for spec in specs:
         parts = [v.strip() for v in spec.split(",")]
@@ -169,19 +186,11 @@ def orbit_table(method, objs: list, specs: list[str]) -> list[dict]:
                                  steps=steps, guidance=w, seed=list(range(len(objs))), sampler_options=options)
         gen = r.images.cpu()
         ms = [orbit_metrics(gen[i, 1:], o.images[1:], o.images[:1]) for i, o in enumerate(objs)]
-        by_angle: dict[float, list[tuple[float, float]]] = {}
-        for i, o in enumerate(objs):
-            for v in range(1, n_views):
-                deg = round(min(v, n_views - v) * 360 / n_views, 1)
-                by_angle.setdefault(deg, []).append((_psnr(gen[i, v:v + 1], o.images[v:v + 1]),
-                                                     _psnr(o.images[:1], o.images[v:v + 1])))
         rows.append({
             "spec": spec, "nfe": r.nfe, "seconds": round(time.perf_counter() - t0, 1),
             **{k: round(sum(m[k] for m in ms) / len(ms), 3) for k in ms[0]},
             "gain_per_object": [round(m["psnr"] - m["baseline_psnr"], 2) for m in ms],
-            "by_angle": {f"{d:g}": {"psnr": round(sum(a for a, _ in v) / len(v), 2),
-                                    "copy": round(sum(b for _, b in v) / len(v), 2)}
-                         for d, v in sorted(by_angle.items())},
+            "by_angle": angle_psnr(gen, objs),
         })
     return rows
 

@@ -26,7 +26,7 @@ END = "<!-- harness:end -->"
 
 
 class BlockError(ValueError):
-    """BENCHMARKS.md has unbalanced or repeated harness markers."""
+    """BENCHMARKS.md has unbalanced or repeated markers of a block."""
 
 
 # --------------------------------------------------------------------------------------- hardware
@@ -152,26 +152,27 @@ def render_block(rows: list[dict[str, Any]], *, hw: dict[str, Any], command: str
 
 
 # --------------------------------------------------------------------------------------- BENCHMARKS.md
-def replace_block(path: str | Path, block: str) -> str:
-    """Put ``block`` (with its markers) into ``path`` in place of the text between the markers, markers
-    included; append it at the end when the file has none. Returns ``"replaced"`` or ``"appended"``.
+def replace_block(path: str | Path, block: str, *, begin: str = BEGIN, end: str = END) -> str:
+    """Put ``block`` (with its markers ``begin`` / ``end``; default: the harness's) into ``path`` in place of the
+    text between those markers, markers included; append it at the end when the file has none. Returns
+    ``"replaced"`` or ``"appended"``. Other marker pairs (another script's block) are left alone.
 
     Raises :class:`BlockError` for a file with unbalanced, repeated or out-of-order markers (nothing is written).
     """
     path = Path(path)
-    if not block.startswith(BEGIN) or not block.rstrip().endswith(END):
+    if not block.startswith(begin) or not block.rstrip().endswith(end):
         raise ValueError("the block must start with the begin marker and end with the end marker")
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    begins = [m.start() for m in re.finditer(re.escape(BEGIN), text)]
-    ends = [m.start() for m in re.finditer(re.escape(END), text)]
+    begins = [m.start() for m in re.finditer(re.escape(begin), text)]
+    ends = [m.start() for m in re.finditer(re.escape(end), text)]
     if not begins and not ends:
         sep = "" if not text else ("\n" if text.endswith("\n\n") else ("\n\n" if not text.endswith("\n") else "\n"))
         path.write_text(text + sep + block, encoding="utf-8")
         return "appended"
     if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
-        raise BlockError(f"{path}: expected one '{BEGIN}' followed by one '{END}', found {len(begins)} begin and "
+        raise BlockError(f"{path}: expected one '{begin}' followed by one '{end}', found {len(begins)} begin and "
                          f"{len(ends)} end marker(s); fix the file by hand")
-    stop = ends[0] + len(END)
+    stop = ends[0] + len(end)
     if text[stop:stop + 1] == "\n":
         stop += 1
     path.write_text(text[:begins[0]] + block + text[stop:], encoding="utf-8")
