@@ -180,7 +180,8 @@ def orbit_row(label: str, method: Any, model: Any, obj: Any, args: argparse.Name
         marks = [t0]
         res = autoregressive_orbit(model, obj.select([0]), obj.cameras, strategy=choice.strategy,
                                    strategy_options=choice.options, sampler=get_sampler(cfg.default_sampler),
-                                   sigmas=method.sampling_sigmas(steps), seed=0, device=args.device,
+                                   sigmas=method.sampling_sigmas(steps, cfg.default_sampler), seed=0,
+                                   device=args.device,
                                    callback=lambda _, m=marks: m.append(time.perf_counter()))
         if best is None or res.seconds < best.seconds:
             best, stamps = res, marks

@@ -117,7 +117,7 @@ def sdedit_table(method, objs: list, ts: list[float], offset: int, seed: int = 0
     rows (x̂0 and final PSNR, steps run) and the image rows ``[input, truth, end per t]``."""
     den = method.single_view_denoiser(None)
     sampler = get_sampler(method.config.default_sampler)
-    grid = method.sampling_sigmas(method.config.default_steps)
+    grid = method.sampling_sigmas(method.config.default_steps, method.config.default_sampler)
     x_in, c_in = _stack(objs, 0)
     x_t, c_t = _stack(objs, offset)
     cond = ViewCond(x_in, c_in, c_t)
@@ -153,7 +153,7 @@ def samples_table(method, objs: list, specs: list[str], offsets: list[int], seed
     for spec in specs:
         name, steps, w, options = _sampler_spec(spec)
         den = method.single_view_denoiser(w if w else None)
-        sigmas = method.sampling_sigmas(steps)
+        sigmas = method.sampling_sigmas(steps, name)
         row: dict = {"spec": spec}
         for k in offsets:
             x_t, c_t = _stack(objs, k)

@@ -133,6 +133,36 @@ def test_single_view_denoiser_cfg_and_pose_drop():
         assert torch.allclose(m.single_view_denoiser()(x, s, c), d.clamp(-1, 1))
 
 
+def test_heun_samples_on_an_edm_grid():
+    """Heun's trapezoidal correction of the step from σ = e^10 to ~20 blows up the change of x̂0 over that step;
+    the VP methods give Heun EDM's grid from σ = 80 instead (the other samplers keep the uniform-t grid). With
+    the exact denoiser of N(0, s²) data (x̂0 = x·s²/(σ² + s²)) the probability-flow ODE maps noise to samples
+    of std s: Heun gets that on its grid and not on the uniform-t one."""
+    from vantage.diffusion.samplers import get_sampler
+    from vantage.methods.vp_view import HEUN_SIGMA_MAX
+
+    m = tiny()
+    t_grid, heun = m.sampling_sigmas(16), m.sampling_sigmas(16, "heun")
+    assert math.isclose(float(t_grid[0]), math.exp(10), rel_tol=1e-4)
+    assert math.isclose(float(heun[0]), HEUN_SIGMA_MAX, rel_tol=1e-6) and heun[-1] == 0 and heun.shape == (17,)
+    assert math.isclose(float(heun[-2]), float(t_grid[-2]), rel_tol=1e-5) and (heun[1:] < heun[:-1]).all()
+    for name in ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lms", "dpm_2"):
+        assert torch.equal(m.sampling_sigmas(16, name), t_grid), name
+
+    s = 0.5
+    def den(x, sigma, cond=None):  # noqa: E306
+        return x * s**2 / (sigma**2 + s**2)
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(20000, generator=g, dtype=torch.float64)
+    stds = {}
+    for label, sig in (("heun grid", heun), ("uniform t", t_grid)):
+        sig = sig.double()
+        stds[label] = float(get_sampler("heun")(den, noise * sig[0], sig).std())
+    assert abs(stds["heun grid"] / s - 1) < 0.05, stds
+    assert abs(stds["uniform t"] / s - 1) > 0.5, stds
+
+
 def test_sampling_sigmas_preview_and_orbit():
     m = randomize(tiny(), std=0.02)
     sig = m.sampling_sigmas(8)

@@ -346,8 +346,9 @@ class GeNVS(Method):
         depth = upsample(r["depth"], size) * (opacity >= 0.5)
         return {"rgb": upsample(r["rgb"], size).clamp(-1, 1), "depth": depth, "opacity": opacity}
 
-    def sampling_sigmas(self, steps: int) -> Tensor:
-        """``(steps + 1,)`` Karras et al. (2022) σ's from ``sigma_max`` to ``sigma_min`` (ρ = 7), then 0."""
+    def sampling_sigmas(self, steps: int, sampler: str | None = None) -> Tensor:
+        """``(steps + 1,)`` Karras et al. (2022) σ's from ``sigma_max`` to ``sigma_min`` (ρ = 7), then 0, for
+        every ``sampler``."""
         return karras_sigmas(int(steps), self.config.sigma_min, self.config.sigma_max)
 
     @torch.no_grad()

@@ -211,8 +211,9 @@ class Regression(SingleViewPairs, Method):
                              f"{guidance:g}: use 0")
         return RegressionDenoiser(self.net, clip=bool(self.config.clip_output))
 
-    def sampling_sigmas(self, steps: int) -> Tensor:
-        """``(steps + 1,)`` float32 σ's from 1 down to 0 (linear); the output does not depend on them."""
+    def sampling_sigmas(self, steps: int, sampler: str | None = None) -> Tensor:
+        """``(steps + 1,)`` float32 σ's from 1 down to 0 (linear) for every ``sampler``; the output does not
+        depend on them."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         return torch.linspace(RegressionDenoiser.sigma_max, 0.0, steps + 1, dtype=torch.float32)

@@ -302,9 +302,10 @@ class ViewFusion(Method):
         strategies of :mod:`vantage.sampling`)."""
         return ViewFusionSingleView(self.set_denoiser())
 
-    def sampling_sigmas(self, steps: int) -> Tensor:
+    def sampling_sigmas(self, steps: int, sampler: str | None = None) -> Tensor:
         """``(steps + 1,)`` float32 σ's of the sampling schedule at ``steps`` trailing-spaced timesteps
-        (all of them when ``steps = T``: the reference's DDPM), then 0; scaled for ``"unit"`` models."""
+        (all of them when ``steps = T``: the reference's DDPM), then 0; scaled for ``"unit"`` models. The
+        same for every ``sampler`` (σ_max of the linear-β DDPM schedule is ~157, a moderate first step)."""
         return discrete_sigmas(self.sample_schedule, int(steps), spacing="trailing") * self.scale
 
     @torch.no_grad()

@@ -333,8 +333,9 @@ class VIVID(SingleViewPairs, Method):
         interval = self.config.guidance_interval if interval is None else interval
         return guide_by_network(plain, guide_net.edm2_denoiser(), w, interval=interval)
 
-    def sampling_sigmas(self, steps: int) -> Tensor:
-        """``(steps + 1,)`` Karras σ's from ``sigma_max`` to ``sigma_min`` (ρ = ``rho``), then 0."""
+    def sampling_sigmas(self, steps: int, sampler: str | None = None) -> Tensor:
+        """``(steps + 1,)`` Karras σ's from ``sigma_max`` to ``sigma_min`` (ρ = ``rho``), then 0, for every
+        ``sampler``."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         return karras_sigmas(steps, self.config.sigma_min, self.config.sigma_max, self.config.rho)

@@ -22,9 +22,13 @@ from vantage.diffusion.denoisers import VPDenoiser
 from vantage.diffusion.losses import eps_mse_loss, vp_training_inputs
 from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
+from vantage.diffusion.schedules import karras_sigmas
 from vantage.methods.base import Method, SingleViewPairs, ViewCond, check_choice, check_probability
 
-__all__ = ["VPViewMethod", "check_vp_config"]
+__all__ = ["VPViewMethod", "check_vp_config", "HEUN_SIGMA_MAX"]
+
+#: σ_max of the grid Heun samples on (EDM, Karras et al. 2022, Sec. 5; see VPViewMethod.sampling_sigmas)
+HEUN_SIGMA_MAX = 80.0
 
 
 def check_vp_config(config: Any, dropout_field: str) -> None:
@@ -111,12 +115,24 @@ class VPViewMethod(SingleViewPairs, Method):
         plain = VPDenoiser(self.net, self.schedule, prediction=pred, noise_cond="logsnr", call=call)
         return view_cfg_denoiser(plain, float(guidance), form="eps", clip_x0=1.0 if clip else None)
 
-    def sampling_sigmas(self, steps: int) -> Tensor:
-        """``(steps + 1,)`` float32 σ's of the schedule at ``t = 1, 1 − 1/steps, …, 1/steps``, then 0."""
+    def sampling_sigmas(self, steps: int, sampler: str | None = None) -> Tensor:
+        """``(steps + 1,)`` float32 σ's of the schedule at ``t = 1, 1 − 1/steps, …, 1/steps``, then 0.
+
+        For ``sampler="heun"``: Karras et al. (2022) σ's (Eq. 5, ρ = 7) from ``min(σ(t=1), 80)`` (EDM's
+        σ_max, which Karras et al. also use for VP-trained models) to the same smallest σ. On the uniform-t
+        grid the first step falls from σ = e^10 (logSNR −20) to ~20 (32 steps), and Heun's trapezoidal
+        correction multiplies the change of x̂0 over that step by ``(σ − σ') / 2σ'`` ≈ 540: measured on the
+        3dim-shapes32 run (32 steps, 16 objects, 15° view) 11.4 dB on the uniform-t grid vs 15.6 dB on this
+        one (DDIM: 15.8). The other samplers (DDPM, DDIM, Euler, LMS, DPM-2, DPM++ 2M) are unaffected
+        and keep the paper's grid.
+        """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
-        return torch.cat([self.schedule.t_to_sigma(t), torch.zeros(1, dtype=torch.float64)]).float()
+        sigmas = self.schedule.t_to_sigma(t)
+        if sampler is not None and str(sampler).strip().lower() == "heun":
+            return karras_sigmas(steps, float(sigmas[-1]), min(float(sigmas[0]), HEUN_SIGMA_MAX))
+        return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float()
 
     @torch.no_grad()
     def preview(self, batch: PairBatch, generator: torch.Generator | None = None) -> Tensor:
@@ -127,7 +143,7 @@ class VPViewMethod(SingleViewPairs, Method):
         cond = ViewCond(x_cond[:n], cam_cond[:n], cam_tgt[:n])
         with self.evaluating():
             den = self.single_view_denoiser(self.config.default_guidance)
-            sigmas = self.sampling_sigmas(self.config.preview_steps)
+            sigmas = self.sampling_sigmas(self.config.preview_steps, self.config.preview_sampler)
             x = randn((n, *x0.shape[1:]), generator, device=x0.device) * float(sigmas[0])
             out = get_sampler(self.config.preview_sampler)(den, x, sigmas, cond, generator=generator)
         return out.clamp(-1, 1)

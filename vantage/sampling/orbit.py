@@ -168,12 +168,13 @@ def resolve_denoiser(model: Method | Callable[..., Tensor], guidance: float | No
     return view_cfg_denoiser(model, guidance) if guidance else model
 
 
-def sampling_sigmas(model: Any, denoiser: Any, steps: int) -> Tensor:
-    """σ sequence ``(steps + 1,)``: the method's own (``model.sampling_sigmas(steps)``) when it has
-    one, else Karras et al. (2022) σ's over the denoiser's ``[sigma_min, sigma_max]``."""
+def sampling_sigmas(model: Any, denoiser: Any, steps: int, sampler: str | None = None) -> Tensor:
+    """σ sequence ``(steps + 1,)``: the method's own (``model.sampling_sigmas(steps, sampler)``: a method may
+    choose its grid by sampler name) when it has one, else Karras et al. (2022) σ's over the denoiser's
+    ``[sigma_min, sigma_max]``."""
     fn = getattr(model, "sampling_sigmas", None)
     if callable(fn):
-        return fn(steps)
+        return fn(steps, sampler)
     lo, hi = getattr(denoiser, "sigma_min", None), getattr(denoiser, "sigma_max", None)
     if lo is None or hi is None:
         raise ValueError("cannot choose sigmas: the denoiser has no sigma_min/sigma_max; pass sigmas=")
@@ -282,7 +283,8 @@ def autoregressive_orbit(
         steps = steps if steps is not None else (cfg.default_steps if cfg else None)
         if steps is None:
             raise ValueError("give steps= or sigmas= (no method config to take defaults from)")
-        sigmas = sampling_sigmas(model, den, int(steps))
+        name = (sampler or (cfg.default_sampler if cfg else None)) if not callable(sampler) else None
+        sigmas = sampling_sigmas(model, den, int(steps), name)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
     seeds = sample_seeds(B, seed, generator)
 
