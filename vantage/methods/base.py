@@ -11,6 +11,8 @@ trainer (:mod:`vantage.train`) knows nothing else about it:
   ``D(x, sigma, cond: ViewCond) -> x̂0`` for one conditioning view per sample; multi-view
   strategies (:mod:`vantage.sampling`) wrap it. Methods whose network takes a set natively
   implement ``set_denoiser()`` instead (or too).
+* ``sampling_sigmas(steps, sampler=None)``: the ``(steps + 1,)`` σ's to sample on, ending with 0; a method
+  may choose the grid by sampler name (the VP methods give Heun EDM's grid, ``docs/diffusion.md``).
 * ``preview(batch, generator)``: a few generated views for periodic sample grids.
 
 Shared here: :class:`SingleViewPairs` (unpacking one-conditioning-view pair batches),
