@@ -146,6 +146,7 @@ def test_heun_samples_on_an_edm_grid():
     assert math.isclose(float(t_grid[0]), math.exp(10), rel_tol=1e-4)
     assert math.isclose(float(heun[0]), HEUN_SIGMA_MAX, rel_tol=1e-6) and heun[-1] == 0 and heun.shape == (17,)
     assert math.isclose(float(heun[-2]), float(t_grid[-2]), rel_tol=1e-5) and (heun[1:] < heun[:-1]).all()
+    assert m.sampling_sigmas(1, "heun").tolist() == [HEUN_SIGMA_MAX, 0.0]  # one step: from σ_max to 0
     for name in ("ddpm", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lms", "dpm_2"):
         assert torch.equal(m.sampling_sigmas(16, name), t_grid), name
 

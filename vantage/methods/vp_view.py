@@ -131,7 +131,10 @@ class VPViewMethod(SingleViewPairs, Method):
         t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
         sigmas = self.schedule.t_to_sigma(t)
         if sampler is not None and str(sampler).strip().lower() == "heun":
-            return karras_sigmas(steps, float(sigmas[-1]), min(float(sigmas[0]), HEUN_SIGMA_MAX))
+            hi = min(float(sigmas[0]), HEUN_SIGMA_MAX)
+            if steps == 1:  # one (Euler) step from σ_max to 0
+                return torch.tensor([hi, 0.0])
+            return karras_sigmas(steps, float(sigmas[-1]), hi)
         return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float()
 
     @torch.no_grad()
