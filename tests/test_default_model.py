@@ -64,3 +64,19 @@ def test_an_untrained_model_does_not_pass(tmp_path, single_thread):
     metrics = run_model_demo(tmp_path / "demo", checkpoint=run, objects=2, device="cpu", steps=8, progress=False)
     mean = metrics["mean"]
     assert mean["psnr"] - mean["baseline_psnr"] < MARGIN_DB, mean
+
+
+def test_serve_uses_the_default_model_without_a_checkpoint(single_thread):
+    """``vantage serve`` with no ``--checkpoint`` serves the shipped model (issue #10): its engine loads it and
+    generates a view of a held-out object at the model's resolution."""
+    from PIL import Image
+
+    from vantage.serve.engine import GenerateRequest, ServeEngine
+    from vantage.serve.models import default_checkpoint
+
+    assert default_checkpoint(None) == DEFAULT_MODEL_DIR  # what `vantage serve` does without --checkpoint
+    engine = ServeEngine(default_checkpoint(None), device="cpu")
+    res = engine.generate(GenerateRequest(benchmark="benchmark-000001", mode="view", azimuth=90, steps=8))
+    assert res.summary["generated"] == 1 and res.summary["method"] == "3dim", res.summary
+    with Image.open(res.frames[0]) as im:
+        assert im.size == (32, 32)

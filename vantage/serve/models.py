@@ -39,7 +39,7 @@ def default_checkpoint(given: str | Path | None = None) -> Path:
         return Path(str(given).strip()).expanduser()
     if default_model_available():
         return DEFAULT_MODEL_DIR
-    raise ServeError(f"no default model ships yet ({DEFAULT_MODEL_DIR} holds none): give --checkpoint RUN_DIR, a "
+    raise ServeError(f"no default model ({DEFAULT_MODEL_DIR} holds none): give --checkpoint RUN_DIR, a "
                      f"run folder of `vantage train` or a checkpoint folder (config.json + model.safetensors)")
 
 
