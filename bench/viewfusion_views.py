@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
         counts = [int(v) for v in a.counts.split(",") if v.strip()]
         targets = [int(v) for v in a.targets.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"--counts and --targets take comma-separated integers, got {a.counts!r}, {a.targets!r}")
+        raise SystemExit(f"--counts and --targets take comma-separated integers, got {a.counts!r}, {a.targets!r}") \
+            from None
     compositions = [c.strip() for c in a.compositions.split(",") if c.strip()]
     if not compositions or set(compositions) - {"softmax", "mean"}:
         raise SystemExit(f"--compositions takes softmax and/or mean, got {a.compositions!r}")
