@@ -10,6 +10,9 @@ Three sub-benchmarks, selected by flags (any combination; ``--all`` for every on
   row runs in a fresh process; peak memory: on CPU the peak resident set of that process (``VmHWM``; unlike
   ``ru_maxrss`` it does not inherit the parent's peak through fork + exec), in total and as the increase over the
   RSS after building the model and the batches (what training adds); on CUDA ``torch.cuda.max_memory_allocated``.
+  ``--attention sdpa,naive`` also times each row with the attention written as the reference implementations
+  write it (einsum ``q kᵀ``, an explicit softmax in float32, einsum with ``v``; :func:`vantage.nn.attention_naive`),
+  the same weights and outputs otherwise (presets without a :class:`vantage.nn.Attention` block are refused).
 * ``--sample``: one ``--orbit``-view orbit (24: the input view is copied, 23 are generated) from view 0 of a
   synthetic test object, batch 1, with each preset's default sampler, steps, guidance and strategy (what
   ``vantage sample`` uses), untrained weights (timing only: the cost does not depend on the weights). Seconds
@@ -110,6 +113,13 @@ def train_job(job: dict) -> dict:
 
     device = torch.device(job["device"])
     method = build(job["preset"], job["tiny"], job["overrides"]).to(device).train()
+    attention = job.get("attention", "sdpa")
+    if attention != "sdpa":
+        from vantage.nn.blocks import Attention, set_attention_impl
+
+        if not any(isinstance(m, Attention) for m in method.modules()):
+            raise SystemExit(f"{job['preset']}: no attention block of vantage.nn.blocks to switch to {attention!r}")
+        set_attention_impl(method, attention)
     batch, steps = job["batch"], job["steps"]
     scenes = SyntheticDataset("train", num_objects=4096, resolution=method.config.resolution)
     pairs = make_pair_dataset(scenes, method.pair_sampler(), seed=0)
@@ -145,7 +155,7 @@ def train_job(job: dict) -> dict:
         sync(device)
         passes.append(time.perf_counter() - t0)
     peak, best, params = memory_peak(device), min(passes), sum(p.numel() for p in method.parameters())
-    return {"preset": job["label"], "precision": job["precision"], "parameters": params,
+    return {"preset": job["label"], "precision": job["precision"], "attention": attention, "parameters": params,
             "cond_views": views, "images_per_s": steps * batch / best, "step_s": best / steps,
             "passes_s": passes, "peak_mib": peak if device.type == "cuda" else max(peak, before),
             "added_mib": peak - base}
@@ -294,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training loss (meant for CUDA)")
     p.add_argument("--precisions", default="fp32,bf16", help="training precisions: fp32 and/or bf16 (autocast)")
+    p.add_argument("--attention", default="sdpa", help="training attention kernels: sdpa (ours) and/or naive "
+                   "(einsum + explicit fp32 softmax, the reference implementations' way); e.g. sdpa,naive")
     p.add_argument("--batch", type=int, default=16, help="global training batch")
     p.add_argument("--steps", type=int, default=4, help="timed training steps per pass")
     p.add_argument("--warmup", type=int, default=2, help="training warm-up steps")
@@ -315,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(JOBS[job["kind"]](job)))
         return {}
     args.presets = [s.strip() for s in args.presets.split(",") if s.strip()]
+    if not args.attention or set(args.attention.split(",")) - {"sdpa", "naive"}:
+        p.error(f"--attention takes sdpa and/or naive, got {args.attention!r}")
     if args.all:
         args.train = args.sample = args.branches = True
     if not (args.train or args.sample or args.branches):
@@ -329,16 +343,18 @@ def main(argv: list[str] | None = None) -> dict:
         for preset in args.presets:
             variants = [(preset, {})] + ([EXTRA_TRAIN[preset]] if preset in EXTRA_TRAIN else [])
             for label, overrides in variants:
-                for precision in args.precisions.split(","):
+                for precision, attention in [(p, a) for a in args.attention.split(",")
+                                             for p in args.precisions.split(",")]:
                     job = {**base, "kind": "train", "preset": preset, "label": label, "overrides": overrides,
-                           "precision": precision, "batch": args.batch, "steps": args.steps,
-                           "warmup": args.warmup, "repeats": args.repeats}
+                           "precision": precision, "attention": attention, "batch": args.batch,
+                           "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
                     rows.append(run_job(job, args))
                     print(json.dumps(rows[-1]), flush=True)
         mem = "peak MiB (alloc)" if args.device.startswith("cuda") else "peak RSS MiB"
         print(f"\n## training, global batch {args.batch}, best of {args.repeats} x {args.steps} steps\n")
         print(table(rows, [("preset", "preset", "s"), ("parameters", "parameters", ",d"),
-                           ("precision", "precision", "s"), ("cond views/img", "cond_views", ".2f"),
+                           ("precision", "precision", "s"), ("attention", "attention", "s"),
+                           ("cond views/img", "cond_views", ".2f"),
                            ("step s", "step_s", ".3f"), ("images/s", "images_per_s", ".1f"),
                            (mem, "peak_mib", ".0f"), ("added by training MiB", "added_mib", ".0f")]))
         out["train"] = rows

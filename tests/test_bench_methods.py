@@ -40,3 +40,29 @@ def test_bench_methods_tiny(tmp_path):
     rows = out["branches"]
     assert [(r["views"], r["max_rows"]) for r in rows] == [(1, None), (1, 2), (3, None), (3, 2)]
     assert all(r["diff"] < 1e-4 and r["seconds"] > 0 for r in rows)
+
+
+def test_reference_attention_rows(monkeypatch):
+    """``--attention sdpa,naive``: every training row also with the reference implementations' attention (einsum and an
+    explicit fp32 softmax), switched in the timed network; presets without such blocks are refused."""
+    from vantage.nn.blocks import Attention
+
+    seen = []
+    real = bench_methods.build
+
+    def spy(*args, **kwargs):
+        m = real(*args, **kwargs)
+        seen.append(m)
+        return m
+
+    monkeypatch.setattr(bench_methods, "build", spy)
+    out = bench_methods.main(["--train", "--tiny", "--in-process", "--threads", "1", "--presets", "viewfusion-shapes32",
+                              "--precisions", "fp32", "--attention", "sdpa,naive", "--batch", "2", "--steps", "1",
+                              "--warmup", "0", "--repeats", "1"])
+    rows = [(r["preset"], r["attention"]) for r in out["train"]]
+    assert rows == [("viewfusion-shapes32", "sdpa"), ("viewfusion-shapes32", "naive"),
+                    ("viewfusion-shapes32 (1 view)", "sdpa"), ("viewfusion-shapes32 (1 view)", "naive")]
+    impls = [{m.impl for m in net.modules() if isinstance(m, Attention)} for net in seen]
+    assert impls == [{"sdpa"}, {"naive"}, {"sdpa"}, {"naive"}]
+    with pytest.raises(SystemExit):
+        bench_methods.main(["--train", "--tiny", "--in-process", "--attention", "flash"])
