@@ -55,7 +55,7 @@ from harness_report import hardware, hardware_line, replace_block  # noqa: E402
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 BEGIN, END = "<!-- viewfusion-views:begin -->", "<!-- viewfusion-views:end -->"
 RING = 24
-DEFAULT_NFE = "ddpm,2000;ddpm,100;ddim,100;ddim,50;ddim,25;dpmpp_2m,20;dpmpp_2m,10"
+DEFAULT_NFE = "ddpm,2000;ddpm,100;ddim,50;ddim,25;dpmpp_2m,20;dpmpp_2m,10"
 
 
 def input_views(count: int, ring: int = RING) -> list[int]:
