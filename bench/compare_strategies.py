@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import inspect
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -52,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench helpers beside this file
 
 from diagnose_view_model import angle_psnr, benchmark_objects  # noqa: E402
-from harness_report import hardware, hardware_line, replace_block  # noqa: E402
+from harness_report import hardware, hardware_line, replace_block, write_result  # noqa: E402
 
 from vantage.sampling.strategy_choice import INTERPOLATED_DEFAULTS, choose_strategy  # noqa: E402
 
@@ -319,9 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     block = render_block(result)
     print("\n" + block, flush=True)
     if a.out is not None:
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "strategies.json").write_text(json.dumps(result, indent=2))
-        (a.out / "strategies.md").write_text(block)
+        write_result(a.out, "strategies", result, block)
         first_res = max(objects)
         orbit_sheet(sheet + [objects[first_res][0].images], labels + ["ground truth"], a.out / "orbits.png")
         print(f"wrote {a.out / 'strategies.json'}, strategies.md and orbits.png")

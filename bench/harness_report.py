@@ -10,6 +10,7 @@ Used by ``bench/harness.py``. A result row is a plain dict (see :func:`harness.e
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 __all__ = ["BEGIN", "END", "hardware", "hardware_line", "markdown_table", "render_block", "replace_block",
-           "BlockError"]
+           "write_result", "BlockError"]
 
 BEGIN = "<!-- harness:begin -->"
 END = "<!-- harness:end -->"
@@ -177,3 +178,13 @@ def replace_block(path: str | Path, block: str, *, begin: str = BEGIN, end: str 
         stop += 1
     path.write_text(text[:begins[0]] + block + text[stop:], encoding="utf-8")
     return "replaced"
+
+
+def write_result(out: str | Path, stem: str, result: dict[str, Any], block: str) -> Path:
+    """Write a bench script's ``result`` as ``out/<stem>.json`` and its Markdown ``block`` as ``out/<stem>.md``
+    (``out`` created); returns ``out``. The scripts refuse an existing ``<stem>.json`` before any work."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(block)
+    return out

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import shlex
 import sys
@@ -50,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench helpers be
 
 from compare_strategies import parse_value  # noqa: E402
 from diagnose_view_model import benchmark_objects  # noqa: E402
-from harness_report import hardware, hardware_line, replace_block  # noqa: E402
+from harness_report import hardware, hardware_line, replace_block, write_result  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 BEGIN, END = "<!-- viewfusion-views:begin -->", "<!-- viewfusion-views:end -->"
@@ -354,9 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.out is not None:
         from vantage.viz import contact_sheet
 
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "views.json").write_text(json.dumps(result, indent=2))
-        (a.out / "views.md").write_text(block)
+        write_result(a.out, "views", result, block)
         save_plots(result, a.out / "views.png")
         o = objs[0]
         sheet = [o.images[input_views(max(counts))]] + [firsts[(k, c)] for k in counts for c in compositions]
