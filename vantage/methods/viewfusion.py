@@ -62,7 +62,15 @@ from vantage.methods.base import (
     check_unet_resolution,
     int_tuples,
 )
-from vantage.methods.viewfusion_compose import COMPOSITIONS, Composition, check_views, compose, pack_rows, target_angle
+from vantage.methods.viewfusion_compose import (
+    COMPOSITIONS,
+    Composition,
+    RowRunner,
+    check_views,
+    compose,
+    pack_rows,
+    target_angle,
+)
 from vantage.methods.viewfusion_convert import infer_unet_fields, map_reference_state, unwrap_reference_state
 from vantage.methods.viewfusion_sampling import ViewFusionDenoiser, ViewFusionSingleView, composed_strategy
 from vantage.nn.unet import UNet, UNetConfig, viewfusion_unet_config
@@ -194,6 +202,7 @@ class ViewFusion(Method):
                 "linear", c.sample_timesteps or c.timesteps, c.sample_beta_start or c.beta_start,
                 c.sample_beta_end or c.beta_end)
         self.scale = 2.0 if c.input_range == "unit" else 1.0  # our σ = scale · the network's σ
+        self.rows = RowRunner()  # chunks of max_rows rows; halves them when a call runs out of memory
 
     # ------------------------------------------------------------------------------ core
     def to_model_range(self, images: Tensor) -> Tensor:
@@ -227,9 +236,7 @@ class ViewFusion(Method):
         if reference is not None and self.config.angle_mode == "relative":
             parts.insert(0, images[torch.arange(B, device=z_in.device), reference.to(z_in.device)][b_idx].to(dtype))
         inp, g, a = torch.cat(parts, dim=1), gamma.to(z_in.device)[b_idx], angle.to(z_in.device)[b_idx, None]
-        step = self.config.max_rows or inp.shape[0]
-        raw = torch.cat([self.net(inp[i:i + step], g[i:i + step], cond_vec=a[i:i + step])
-                         for i in range(0, inp.shape[0], step)])
+        raw = self.rows(lambda x, gi, ai: self.net(x, gi, cond_vec=ai), (inp, g, a), self.config.max_rows)
         eps, weights = compose(raw, b_idx, n_idx, B, N, self.config.composition)
         return Composition(eps, weights, raw, b_idx, n_idx)
 

@@ -11,6 +11,8 @@ Pure tensor functions used by :mod:`vantage.methods.viewfusion`:
 * :func:`target_angle`: the absolute azimuth of a camera on the ring (or relative to a reference
   camera), wrapped into ``[0, 2π)``.
 * :func:`check_views`: input validation with errors that name the tensor and what was expected.
+* :class:`RowRunner`: runs the network over the ``M`` rows in chunks of at most ``max_rows``; at inference,
+  when the rows do not fit in memory it halves the chunk until they do (and says so once).
 
 Shapes: ``B`` samples, ``N`` view slots, ``M`` valid views in all, images ``(3, H, W)``.
 """
@@ -18,6 +20,8 @@ Shapes: ``B`` samples, ``N`` view slots, ``M`` valid views in all, images ``(3, 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +29,8 @@ from torch import Tensor
 
 from vantage.cameras import Cameras
 
-__all__ = ["Composition", "COMPOSITIONS", "pack_rows", "compose", "wrap_angle", "target_angle", "check_views"]
+__all__ = ["Composition", "COMPOSITIONS", "pack_rows", "compose", "wrap_angle", "target_angle", "check_views",
+           "RowRunner", "is_out_of_memory"]
 
 COMPOSITIONS = ("softmax", "mean")
 
@@ -134,3 +139,52 @@ def check_views(x: Tensor, images: Tensor, valid: Tensor, resolution: int) -> No
     empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"sample(s) {empty} have no valid conditioning view (valid[b] is all False)")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """An allocation failure: ``torch.OutOfMemoryError`` (CUDA, MPS) or the CPU allocator's ``RuntimeError``."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+class RowRunner:
+    """Run ``net(*chunk)`` over the ``M`` rows of tensors ``(M, ...)`` in chunks of at most ``max_rows`` rows
+    (None: all at once) and concatenate the outputs.
+
+    At inference (``torch.is_grad_enabled()`` False) an allocation failure halves the chunk and retries,
+    down to one row; the chunk that fitted is kept for later calls (``fitted``) and a ``UserWarning`` says
+    once how many rows per call fit. In training (gradients on, where chunking saves no memory: the
+    activations of every chunk are kept for backward) and when a single row does not fit, the error
+    says how many rows were asked for and what to lower.
+    """
+
+    def __init__(self) -> None:
+        self.fitted: int | None = None
+
+    def __call__(self, net: Callable[..., Tensor], rows: tuple[Tensor, ...], max_rows: int | None,
+                 what: str = "view rows") -> Tensor:
+        total = rows[0].shape[0]
+        step = start = min([x for x in (max_rows, self.fitted) if x] + [max(total, 1)])
+        while True:
+            try:
+                out = torch.cat([net(*(x[i:i + step] for x in rows)) for i in range(0, total, step)])
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                device = rows[0].device
+                if torch.is_grad_enabled():
+                    raise RuntimeError(
+                        f"out of memory on {device} training on {total} {what} (samples x conditioning "
+                        f"views); lower the batch (--batch, train.micro_batch) or max_views") from e
+                if step == 1:
+                    raise RuntimeError(f"out of memory on {device}: even one of the {total} {what} "
+                                       f"({tuple(rows[0].shape[1:])}) does not fit") from e
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                step = max(1, step // 2)
+                continue
+            if step < start:
+                self.fitted = step
+                warnings.warn(f"{total} {what} did not fit in memory on {rows[0].device} in one network call; "
+                              f"ran {step} per call (max_rows / --max-rows {step} sets this directly)", stacklevel=2)
+            return out
