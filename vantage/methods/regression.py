@@ -47,8 +47,8 @@ from torch import Tensor, nn
 from vantage.cameras import Cameras
 from vantage.data.pairs import PairBatch
 from vantage.methods import register_preset
-from vantage.methods.base import Method, MethodConfig, SingleViewPairs, ViewCond, check_choice
-from vantage.methods.relpose import POSE_DIM, ImageEncoder, check_pose_unet, relative_pose
+from vantage.methods.base import Method, SingleViewPairs, ViewCond, check_choice
+from vantage.methods.relpose import POSE_DIM, ImageEncoder, PoseUNetConfig, check_pose_unet, relative_pose
 from vantage.nn.embeddings import MLPEmbedder
 from vantage.nn.unet import UNetBackbone
 
@@ -58,7 +58,7 @@ LOSS_TYPES = ("mse", "l1")
 
 
 @dataclass
-class RegressionConfig(MethodConfig):
+class RegressionConfig(PoseUNetConfig):
     """Configuration of :class:`Regression` (flat, so every field can be set with ``--set field=value``).
 
     Attributes:
@@ -80,18 +80,6 @@ class RegressionConfig(MethodConfig):
             see :class:`~vantage.methods.base.MethodConfig` (the preview is the plain prediction).
     """
 
-    resolution: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (8, 16)
-    num_heads: int = 4
-    dropout: float = 0.0
-    norm_groups: int = 32
-    emb_ch: int | None = None
-    encoder_ch: int = 32
-    image_emb_dim: int = 256
-    pose_emb_dim: int = 64
     loss_type: str = "mse"
     clip_output: bool = True
     default_sampler: str = "euler"

@@ -81,7 +81,26 @@ def relative_pose(source: Cameras, target: Cameras) -> Tensor:
 
 
 @dataclass
-class RelPoseConfig(MethodConfig):
+class PoseUNetConfig(MethodConfig):
+    """The fields :class:`RelPoseConfig` and the regression baseline's config share (documented there): the UNet,
+    the conditioning image encoder and the pose embedding. Validated by :func:`check_pose_unet`."""
+
+    resolution: int = 64
+    ch: int = 64
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (8, 16)
+    num_heads: int = 4
+    dropout: float = 0.0
+    norm_groups: int = 32
+    emb_ch: int | None = None
+    encoder_ch: int = 32
+    image_emb_dim: int = 256
+    pose_emb_dim: int = 64
+
+
+@dataclass
+class RelPoseConfig(PoseUNetConfig):
     """Configuration of :class:`RelPose` (flat, so every field can be set with ``--set field=value``).
 
     Attributes:
@@ -110,18 +129,6 @@ class RelPoseConfig(MethodConfig):
             see :class:`~vantage.methods.base.MethodConfig`.
     """
 
-    resolution: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (8, 16)
-    num_heads: int = 4
-    dropout: float = 0.0
-    norm_groups: int = 32
-    emb_ch: int | None = None
-    encoder_ch: int = 32
-    image_emb_dim: int = 256
-    pose_emb_dim: int = 64
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
     cond_dropout: float = 0.1
