@@ -30,6 +30,10 @@ GiB on CUDA only. The JSON also holds per-object PSNR and the mean PSNR per angl
     python bench/compare_strategies.py --model 3dim=runs/3dim --objects 2 --views 6 --steps 8 \\
         --strategies "single;interpolated,t_in=1/3,t_auto=0.1;stochastic,order=alternating"
 
+``--include DIR/strategies.json`` puts the rows of an earlier run (same objects, views and consistency settings,
+other model labels) before this run's, each with the command and date that measured it: one table grows over
+sessions without re-running the models already in it.
+
 Prints the Markdown block; ``--out DIR`` writes ``strategies.json``, ``strategies.md`` and ``orbits.png`` (the
 first object's orbit per row, every 3rd view, the ground truth last) and never over an existing
 ``strategies.json``; ``--write-benchmarks`` puts the block between ``<!-- strategies:begin -->`` and
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import inspect
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -215,11 +220,42 @@ def render_block(result: dict) -> str:
              "ground-truth orbit's in parentheses (only comparable for the same cameras)"
              + ("; 3D consistency: 3DiM's score with the ground truth's as the ceiling" if s["consistency"] else "")
              + "; NFE: batch-level network calls per orbit; branch evals: single-view denoiser rows per orbit.", "",
-             "```", result["command"], "```", "", markdown_table(result["rows"], bool(s["consistency"])), ""]
+             "```", result["command"], "```", ""]
+    for inc in result.get("included", []):
+        lines += [f"The rows of {', '.join(f'`{m}`' for m in inc['models'])} come from an earlier run "
+                  f"(`{inc['path']}`), measured {inc['date']} on {hardware_line(inc['hardware'])}:", "",
+                  "```", inc["command"], "```", ""]
+    lines += [markdown_table(result["rows"], bool(s["consistency"])), ""]
     lines += [f"* `{label}` ({m['checkpoint']}, {m['method']}): {m['sampler']}, {m['steps']} steps, guidance "
               f"{m['guidance']:g}" + (f", options {m['sampler_options']}" if m["sampler_options"] else "")
               for label, m in s["models"].items()]
     return "\n".join(lines + [END]) + "\n"
+
+
+def read_included(path: Path, a: argparse.Namespace, labels: set[str]) -> dict:
+    """An earlier run's ``strategies.json`` for ``--include``: ``{"entries": [where each model's rows were measured
+    (the file's own includes first)], "models": its settings per model, "rows": its rows}``. SystemExit unless it was
+    written by this script with the same objects, views and consistency settings and other model labels."""
+    try:
+        prior = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"--include {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(prior, dict) or prior.get("tool") != "bench/compare_strategies.py":
+        raise SystemExit(f"--include {path}: not a strategies.json written by bench/compare_strategies.py")
+    s = prior["settings"]
+    mine = {"objects": a.objects, "views": a.views, "consistency": a.consistency,
+            "consistency_iters": a.consistency_iters if a.consistency else None}
+    diff = [f"{k} {s.get(k)} (this run: {v})" for k, v in mine.items() if s.get(k) != v]
+    if diff:
+        raise SystemExit(f"--include {path}: its rows were measured with other settings: {', '.join(diff)}")
+    clash = sorted(labels & set(s["models"]))
+    if clash:
+        raise SystemExit(f"--include {path}: model label(s) {', '.join(clash)} also given with --model")
+    nested = prior.get("included", [])
+    inner = {m for n in nested for m in n["models"]}
+    own = {"path": str(path), "command": prior["command"], "date": prior["date"], "hardware": prior["hardware"],
+           "models": [m for m in s["models"] if m not in inner]}
+    return {"entries": [*nested, own], "models": s["models"], "rows": prior["rows"]}
 
 
 def orbit_sheet(images: list[torch.Tensor], labels: list[str], path: Path) -> None:
@@ -247,6 +283,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="sampler option (replaces the model's default_sampler_options); repeatable")
     p.add_argument("--consistency", action="store_true", help="3DiM's 3D consistency score (slow)")
     p.add_argument("--consistency-iters", type=int, default=500, help="field-fit iterations (default 500)")
+    p.add_argument("--include", action="append", default=[], type=Path, metavar="STRATEGIES_JSON",
+                   help="rows of an earlier run (its strategies.json) with the same objects, views and consistency "
+                        "settings, put before this run's rows; repeatable")
     p.add_argument("--out", type=Path, default=None, help="folder for strategies.json/.md and orbits.png")
     p.add_argument("--write-benchmarks", action="store_true", help="put the block into BENCHMARKS.md")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -262,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     if len(models) != len(a.model):
         raise SystemExit("--model: every LABEL must be different")
     specs = strategy_specs(a.strategies, a.temperature_ablation)
+    included = [read_included(path, a, set(models)) for path in a.include]
     if a.threads:
         torch.set_num_threads(a.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -315,6 +355,11 @@ def main(argv: list[str] | None = None) -> dict:
                                                          list(range(a.objects)), "consistency": a.consistency,
                                                          "consistency_iters": iters, "models": settings_models},
               "rows": rows}
+    if included:  # earlier runs' rows first, as if measured in this one (their commands and dates are kept)
+        result["rows"] = [r for inc in included for r in inc["rows"]] + rows
+        result["settings"]["models"] = {**{k: v for inc in included for k, v in inc["models"].items()},
+                                        **settings_models}
+        result["included"] = [e for inc in included for e in inc["entries"]]
     block = render_block(result)
     print("\n" + block, flush=True)
     if a.out is not None:

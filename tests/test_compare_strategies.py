@@ -129,3 +129,30 @@ def test_refused_before_sampling(runs, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="divide 24"):
         cs.main([*model, "--views", "5"])
     assert not (tmp_path / "o").exists()
+
+
+def test_include_rows_of_an_earlier_run(runs, tmp_path):
+    cs = load_bench_script("compare_strategies")
+    first = tmp_path / "first"
+    cs.main(["--model", f"3dim={runs['3dim']}", "--views", "4", "--objects", "1", "--strategies", "single",
+             "--out", str(first)])
+    earlier = first / "strategies.json"
+    r = cs.main(["--model", f"rp={runs['relpose']}", "--views", "4", "--objects", "1", "--strategies", "single",
+                 "--include", str(earlier), "--out", str(tmp_path / "second")])
+    assert [x["model"] for x in r["rows"]] == ["3dim", "rp"] and list(r["settings"]["models"]) == ["3dim", "rp"]
+    assert r["rows"][0] == json.loads(earlier.read_text())["rows"][0]
+    assert [e["models"] for e in r["included"]] == [["3dim"]]
+    md = (tmp_path / "second" / "strategies.md").read_text()
+    assert "The rows of `3dim` come from an earlier run" in md and md.index("| 3dim | single |") < md.index("| rp |")
+    assert md.count("python bench/compare_strategies.py") == 2
+    # a file that itself included rows: each model stays with the command that measured it
+    again = cs.main(["--model", f"b={runs['3dim']}", "--views", "4", "--objects", "1", "--strategies", "single",
+                     "--include", str(tmp_path / "second" / "strategies.json")])
+    assert [e["models"] for e in again["included"]] == [["3dim"], ["rp"]] and len(again["rows"]) == 3
+    with pytest.raises(SystemExit, match=r"other settings: objects 1 \(this run: 2\), views 4 \(this run: 6\)"):
+        cs.main(["--model", f"rp={runs['relpose']}", *FAST, "--include", str(earlier)])
+    with pytest.raises(SystemExit, match="label.*3dim.*also given"):
+        cs.main(["--model", f"3dim={runs['relpose']}", "--views", "4", "--objects", "1", "--include", str(earlier)])
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a strategies.json"):
+        cs.main(["--model", f"rp={runs['relpose']}", "--include", str(tmp_path / "junk.json")])
