@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cars_test for srn-cars-v1)")
     p.add_argument("--objects", type=int, default=None, help="evaluate only the protocol's first N objects")
     p.add_argument("--steps", type=int, default=None, help="sampling steps instead of the protocol's")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance weight instead of the protocol's (VIVID: the guide network's weight w, 1 = none)")
+    p.add_argument("--guide", type=Path, default=None,
+                   help="VIVID: the guide network (run or checkpoint folder), e.g. its unconditional model")
+    p.add_argument("--sr-checkpoint", type=Path, default=None,
+                   help="VIVID: chain this super-resolution stage (vivid-sr); the protocol's resolution is its output")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow writing into a non-empty --out (a previous evaluation's pred/, gt/, inputs/ are "
@@ -79,8 +85,9 @@ def _check_args(args: argparse.Namespace) -> str:
     if args.out is None:
         raise UserError("--out DIR is required")
     if files:
-        used = [o for o, v in (("--data", args.data), ("--objects", args.objects), ("--steps", args.steps))
-                if v is not None]
+        used = [o for o, v in (("--data", args.data), ("--objects", args.objects), ("--steps", args.steps),
+                               ("--guidance", args.guidance), ("--guide", args.guide),
+                               ("--sr-checkpoint", args.sr_checkpoint)) if v is not None]
         if used:
             raise UserError(f"{', '.join(used)} only apply to checkpoint mode (--checkpoint)")
         return "files"
@@ -137,7 +144,8 @@ def cmd_evaluate(args) -> int:
             from vantage.eval.evaluate_model import evaluate_checkpoint
 
             run = evaluate_checkpoint(args.checkpoint, protocol, out, data=args.data, device=device,
-                                      objects=args.objects, steps=args.steps, previous=previous)
+                                      objects=args.objects, steps=args.steps, previous=previous,
+                                      guidance=args.guidance, guide=args.guide, sr_checkpoint=args.sr_checkpoint)
             result, files = run["result"], run["files"]
         else:
             from vantage.eval.protocol import MetricSettings

@@ -37,28 +37,15 @@ def apply_guide(method: Any, guide: Path | None) -> None:
 
 
 def guidance_summary(method: Any, guidance: float) -> tuple[str, dict[str, Any]]:
-    """``(text to print, sample.json entries)`` of the guidance that will run with weight ``guidance``."""
+    """``(text to print, sample.json entries)`` of the guidance that will run with weight ``guidance``
+    (:func:`vantage.eval.evaluate_vivid.describe_guidance`; its errors as one-line command errors)."""
     from vantage.cli.main import UserError
+    from vantage.eval.evaluate_vivid import describe_guidance
 
-    if method.name == "vivid-sr":
-        raise UserError("this checkpoint is VIVID's super-resolution stage; sample with the base model "
-                        "(--checkpoint BASE) and chain it with --sr-checkpoint")
-    if method.name != "vivid":
-        return f"{guidance:g}", {"guidance": guidance}
-    if guidance in (0.0, 1.0):
-        return "none (weight 1)", {"guidance": "none (weight 1)", "guide": None}
     try:
-        guide = method.resolve_guide()
+        return describe_guidance(method, guidance)
     except ValueError as e:
-        raise UserError(str(e)) from None
-    if guide is None:
-        if guidance == method.config.default_guidance:
-            return "none (no guide network)", {"guidance": "none (no guide network)", "guide": None}
-        raise UserError(f"--guidance {guidance:g} weighs a guide network, and this vivid checkpoint has none: give "
-                        f"--guide CHECKPOINT (e.g. its unconditional model), or --guidance 1 for none")
-    where = method.config.guide_checkpoint
-    return (f"{guidance:g} by the guide network {where} (D_g + w·(D − D_g))",
-            {"guidance": guidance, "guide": str(Path(where).resolve())})
+        raise UserError(str(e).replace("(--sr-checkpoint)", "with --sr-checkpoint")) from None
 
 
 def load_sr(path: Path, base: Any, device: str) -> tuple[Any, Path]:

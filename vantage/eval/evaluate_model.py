@@ -41,6 +41,13 @@ from PIL import Image
 from vantage.data.formats.common import DatasetError
 from vantage.data.views import ObjectViews, SceneDataset
 from vantage.eval.evaluate import combine_samples, evaluate_folders
+from vantage.eval.evaluate_vivid import (
+    at_resolution,
+    attach_guide,
+    describe_guidance,
+    load_sr_stage,
+    super_resolve_targets,
+)
 from vantage.eval.protocol import Protocol, load_protocol
 from vantage.eval.report import write_report
 from vantage.eval.scorer import SET_METRIC_LABELS, EvaluationError, Scorer, source_metrics
@@ -263,12 +270,15 @@ def _clear_generated(out: Path, previous: bool) -> None:
 def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path, out: str | Path, *,
                         data: str | Path | None = None, device: str = "cpu", objects: int | None = None,
                         steps: int | None = None, previous: bool = False, progress: bool = True,
-                        log: Callable[[str], None] = print) -> dict[str, Any]:
+                        guidance: float | None = None, guide: str | Path | None = None,
+                        sr_checkpoint: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate the protocol's targets with ``checkpoint`` into ``out`` and score them (module docstring).
 
     ``out`` is created after the checks (check it first with :func:`vantage.eval.report.prepare_evaluation_dir`);
     ``previous`` allows emptying the generated folders of an earlier evaluation there. ``objects`` and ``steps``
-    override the protocol (recorded as such). Returns ``{"result", "files", "extra"}``.
+    override the protocol (recorded as such), and so does ``guidance``; ``guide`` and ``sr_checkpoint`` are VIVID's
+    guide network and super-resolution stage (:mod:`vantage.eval.evaluate_vivid`). Returns ``{"result", "files",
+    "extra"}``.
     """
     from vantage.data.pairs import sample_seed
     from vantage.diffusion.samplers import get_sampler
@@ -284,7 +294,9 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     ckpt = Path(checkpoint)
     folder = ckpt if (ckpt / "model.safetensors").is_file() else (find_checkpoint(ckpt) or ckpt)
     cfg, res = method.config, protocol.resolution
-    if cfg.resolution != res:
+    attach_guide(method, guide)
+    sr, sr_folder = load_sr_stage(sr_checkpoint, method, res, device) if sr_checkpoint else (None, None)
+    if cfg.resolution != res and sr is None:
         raise EvaluationError(f"protocol {protocol.label} evaluates at {res}x{res} px but the checkpoint's "
                               f"'{method.name}' model works at {cfg.resolution}x{cfg.resolution}; use a protocol at "
                               f"{cfg.resolution} px (copy the protocol file and change 'resolution')")
@@ -295,7 +307,13 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     except KeyError as e:
         raise EvaluationError(f"protocol {protocol.label}: {str(e).strip(chr(39))}") from None
     n_steps = steps or s.steps or cfg.default_steps
-    guidance = cfg.default_guidance if s.guidance is None else s.guidance
+    overrides = {k: v for k, v in (("objects", objects), ("steps", steps), ("guidance", guidance)) if v is not None}
+    if guidance is None:
+        guidance = cfg.default_guidance if s.guidance is None else s.guidance
+    try:
+        guidance_text, guidance_record = describe_guidance(method, guidance)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
     choice = _strategy(method, protocol, guidance)
     strategy, strategy_name = choice.strategy, choice.name
     ds = open_protocol_dataset(protocol, data, res)
@@ -307,17 +325,19 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     seeds, k_samples = protocol.sample_seeds(), protocol.samples_per_target
     log(f"model: {method.name} from {folder} ({sum(p.numel() for p in method.parameters()) / 1e6:.2f}M parameters, "
         f"{res}x{res}), device {device}")
-    log(f"protocol {protocol.label}: {len(picked)} object(s), {sampler} x {n_steps} steps, guidance {guidance:g}, "
+    if sr is not None:
+        log(f"super-resolution: {sr_folder} ({cfg.resolution} -> {res} px, {sr.config.default_sampler} x "
+            f"{sr.config.default_steps} steps)")
+    log(f"protocol {protocol.label}: {len(picked)} object(s), {sampler} x {n_steps} steps, guidance {guidance_text}, "
         f"strategy {strategy_name}{'' if s.max_context is None else f' (max_context {s.max_context})'}, order "
         f"{s.order}, {'autoregressive' if s.autoregressive else 'fixed views'}, {k_samples} sample(s) per target")
     notes: list[str] = []
-    overrides = {k: v for k, v in (("objects", objects), ("steps", steps)) if v is not None}
     if overrides:
         notes.append(f"protocol overridden ({', '.join(f'{k}={v}' for k, v in overrides.items())}): the numbers are "
                      f"not comparable with full {protocol.label} results")
     baseline: dict[str, Path] = {}
     skipped_objects, per_object_run, consistency = [], [], []
-    nfe, t_sampling = 0, 0.0
+    nfe, sr_nfe, t_sampling = 0, 0, 0.0
     bar = picked
     if progress:
         from tqdm.auto import tqdm
@@ -340,11 +360,16 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         given, truth = views.select(list(range(k_in))), views.select(list(range(k_in, len(views))))
         obj_seeds = [sample_seed(sd, i) for sd in seeds]
         options = {**choice.options, "keep_first": k_in} if strategy_name == "genvs-pooled" else choice.options
-        result = autoregressive_orbit(method, [given] * k_samples, truth.cameras, strategy=strategy, order=s.order,
-                                      sampler=sampler, steps=n_steps, guidance=guidance, seed=obj_seeds,
-                                      device=device, autoregressive=s.autoregressive,
-                                      strategy_options=options)
+        low = at_resolution(given, cfg.resolution) if sr is not None else given  # the base model's size
+        cams = truth.cameras if sr is None else truth.cameras.resize(cfg.resolution, cfg.resolution)
+        result = autoregressive_orbit(method, [low] * k_samples, cams,
+                                      strategy=strategy, order=s.order, sampler=sampler, steps=n_steps,
+                                      guidance=guidance, seed=obj_seeds, device=device,
+                                      autoregressive=s.autoregressive, strategy_options=options)
         gen = result.images.cpu()
+        if sr is not None:
+            gen, calls = super_resolve_targets(sr, gen, given, truth.cameras, obj_seeds)
+            sr_nfe += calls
         if not torch.isfinite(gen).all():
             bad = [targets[t] for t in range(len(targets)) if not torch.isfinite(gen[:, t]).all()]
             raise EvaluationError(f"the model produced NaN or infinite values for object '{name}', target view(s) "
@@ -387,10 +412,15 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         "checkpoint": str(folder), "method": method.name,
         "data": str(data) if data is not None else protocol.dataset.spec,
         "device": device, "sampler": sampler, "sampler_options": sampler_options_for(cfg, sampler), "steps": n_steps,
-        "guidance": guidance, "strategy": strategy_name, "order": s.order, "autoregressive": s.autoregressive,
+        **{"guide": None, **guidance_record}, "strategy": strategy_name, "order": s.order,
+        "autoregressive": s.autoregressive,
         "samples_per_target": k_samples, "seeds": seeds,
         "overrides": overrides, "objects": per_object_run, "skipped_objects": skipped_objects, "nfe": nfe,
         "seconds_sampling": round(t_sampling, 3), "seconds_total": round(time.perf_counter() - t_start, 3)}}
+    if sr is not None:
+        extra["run"]["sr"] = {"checkpoint": str(sr_folder), "resolution": res, "base_resolution": cfg.resolution,
+                              "sampler": sr.config.default_sampler, "steps": sr.config.default_steps,
+                              "nfe_per_view": sr_nfe // max(len(per_object_run), 1)}
     scored = [c for c in consistency if c is not None]
     if scored:
         mean = {m: sum(c[m] for c in scored) / len(scored) for m in ("psnr", "ssim", "ceiling_psnr", "ceiling_ssim")}
