@@ -49,6 +49,7 @@ def test_sr_stage_chains_at_the_protocol_resolution(runs, tmp_path):  # noqa: F8
     sr = doc["run"]["sr"]
     assert sr["resolution"] == 32 and sr["base_resolution"] == 16 and sr["checkpoint"].endswith("step-000002")
     assert sr["nfe_per_view"] == 3  # Heun with 2 steps: 2N - 1 network calls for each generated view
+    assert sr["seconds"] > 0 and doc["run"]["seconds_sampling"] > 0
     for folder in ("pred", "gt", "inputs"):
         with Image.open(tmp_path / "sr" / folder / "benchmark-000000" / ("000000.png" if folder == "inputs"
                                                                          else "000006.png")) as im:

@@ -337,7 +337,7 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                      f"not comparable with full {protocol.label} results")
     baseline: dict[str, Path] = {}
     skipped_objects, per_object_run, consistency = [], [], []
-    nfe, sr_nfe, t_sampling = 0, 0, 0.0
+    nfe, sr_nfe, sr_seconds, t_sampling = 0, 0, 0.0, 0.0
     bar = picked
     if progress:
         from tqdm.auto import tqdm
@@ -368,8 +368,9 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                                       autoregressive=s.autoregressive, strategy_options=options)
         gen = result.images.cpu()
         if sr is not None:
+            t_sr = time.perf_counter()
             gen, calls = super_resolve_targets(sr, gen, given, truth.cameras, obj_seeds)
-            sr_nfe += calls
+            sr_nfe, sr_seconds = sr_nfe + calls, sr_seconds + time.perf_counter() - t_sr
         if not torch.isfinite(gen).all():
             bad = [targets[t] for t in range(len(targets)) if not torch.isfinite(gen[:, t]).all()]
             raise EvaluationError(f"the model produced NaN or infinite values for object '{name}', target view(s) "
@@ -420,7 +421,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     if sr is not None:
         extra["run"]["sr"] = {"checkpoint": str(sr_folder), "resolution": res, "base_resolution": cfg.resolution,
                               "sampler": sr.config.default_sampler, "steps": sr.config.default_steps,
-                              "nfe_per_view": sr_nfe // max(len(per_object_run), 1)}
+                              "nfe_per_view": sr_nfe // max(len(per_object_run), 1),
+                              "seconds": round(sr_seconds, 3)}  # not in seconds_sampling (the base model's)
     scored = [c for c in consistency if c is not None]
     if scored:
         mean = {m: sum(c[m] for c in scored) / len(scored) for m in ("psnr", "ssim", "ceiling_psnr", "ceiling_ssim")}
