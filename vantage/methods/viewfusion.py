@@ -32,7 +32,8 @@ Novel View Synthesis", arXiv 2402.02906).
   Outside the model everything stays in [−1, 1].
 
 Presets (``vantage train --list``, parameter counts in ``docs/viewfusion.md``): ``viewfusion-nmr64``
-(the paper), ``viewfusion-shapes64`` and ``viewfusion-shapes32`` (small, CPU-friendly).
+(the paper), ``viewfusion-shapes64`` and ``viewfusion-shapes32`` (small, CPU-friendly; v-prediction, see
+``ViewFusionConfig.prediction``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,15 @@ class ViewFusionConfig(MethodConfig):
         min_views, max_views: conditioning views per training sample, uniform in this range (paper: 1, 6).
         target_in_pool_prob: probability that the target is one of the conditioning views (paper: 0.1).
         composition: ``"softmax"`` (learned per-pixel weights) or ``"mean"`` (no-weighting ablation).
+        prediction: what the 3 output channels of a view's row are: ``"eps"`` (the paper and the released
+            weights: ε, loss ‖ε̂ − ε‖²) or ``"v"`` (our option, Salimans & Ho 2022 Sec. 4:
+            ``v = sqrt(γ)·ε − sqrt(1 − γ)·y0``, loss ‖v̂ − v‖² of the composed v̂). With ε, x̂0 =
+            ``(z − sqrt(1 − γ)·ε̂)/sqrt(γ)`` multiplies the ε error by σ (~150 at the top of the linear-β
+            schedule): a briefly trained ε model's samples stay noise under DDIM and DDPM alike (the CPU run
+            ``viewfusion-shapes32`` at 40k images: x̂0 worse than a constant image for σ > 20). v-prediction
+            keeps x̂0 bounded there; the CPU-sized ``viewfusion-shapes*`` presets use it. Both compose the
+            same way (the softmax weights apply to the per-view outputs; ε̂ and v̂ are affine in each other
+            with coefficients the views share).
         angle_mode: ``"absolute"`` (target azimuth) or ``"relative"`` (to the reference view, which is
             also concatenated channel-wise: 9 input channels).
         azimuth_direction, azimuth_offset_deg: model angle = ``direction·azimuth + offset`` (±1, degrees).
@@ -137,6 +147,7 @@ class ViewFusionConfig(MethodConfig):
     max_views: int = 6
     target_in_pool_prob: float = 0.1
     composition: str = "softmax"
+    prediction: str = "eps"
     angle_mode: str = "absolute"
     azimuth_direction: int = 1
     azimuth_offset_deg: float = 0.0
@@ -149,7 +160,7 @@ class ViewFusionConfig(MethodConfig):
     preview_sampler: str = "ddpm"
 
     def __post_init__(self) -> None:
-        choices = {"composition": COMPOSITIONS, "angle_mode": ("absolute", "relative"),
+        choices = {"composition": COMPOSITIONS, "prediction": ("eps", "v"), "angle_mode": ("absolute", "relative"),
                    "input_range": ("signed", "unit"), "clip_x0": ("model", "data", "none")}
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
@@ -237,8 +248,13 @@ class ViewFusion(Method):
             parts.insert(0, images[torch.arange(B, device=z_in.device), reference.to(z_in.device)][b_idx].to(dtype))
         inp, g, a = torch.cat(parts, dim=1), gamma.to(z_in.device)[b_idx], angle.to(z_in.device)[b_idx, None]
         raw = self.rows(lambda x, gi, ai: self.net(x, gi, cond_vec=ai), (inp, g, a), self.config.max_rows)
-        eps, weights = compose(raw, b_idx, n_idx, B, N, self.config.composition)
-        return Composition(eps, weights, raw, b_idx, n_idx)
+        out, weights = compose(raw, b_idx, n_idx, B, N, self.config.composition)
+        if self.config.prediction == "eps":
+            return Composition(out, weights, raw, b_idx, n_idx)
+        # v = sqrt(γ)·ε − sqrt(1 − γ)·y0 and z = sqrt(γ)·y0 + sqrt(1 − γ)·ε give ε = sqrt(γ)·v + sqrt(1 − γ)·z
+        gm = append_dims(gamma.to(z_in.device, torch.float32), z_in.ndim)
+        eps = gm.sqrt() * out + (1 - gm).sqrt() * z_in.float()
+        return Composition(eps, weights, raw, b_idx, n_idx, pred=out)
 
     def compose(self, x: Tensor, sigma: Tensor | float, views: ViewSet, target: Cameras | None = None, *,
                 angle: Tensor | None = None) -> Composition:
@@ -270,7 +286,8 @@ class ViewFusion(Method):
 
     def training_loss(self, x0: Tensor, views: ViewSet, target: Cameras, generator: torch.Generator | None = None,
                       noise: Tensor | None = None) -> dict[str, Tensor]:
-        """``MSE(ε̂, ε)`` of the composed prediction for targets ``x0 (B, 3, H, W)`` in [−1, 1].
+        """``MSE(ε̂, ε)`` (or ``MSE(v̂, v)``, ``prediction="v"``) of the composed prediction for targets
+        ``x0 (B, 3, H, W)`` in [−1, 1].
 
         Draws SR3's γ (``t`` then ``u``) and ε (unless ``noise`` is given) from ``generator``, in the
         network's range (so a ``"unit"`` model is trained exactly as the reference). Returns
@@ -279,11 +296,12 @@ class ViewFusion(Method):
         dev = x0.device
         gdev = generator.device if generator is not None else dev
         tr = vp_training_inputs(self.to_model_range(x0).to(gdev), self.schedule, noise_cond="gamma",
+                                prediction=self.config.prediction,  # type: ignore[arg-type]
                                 generator=generator, noise=None if noise is None else noise.to(gdev))
         angle, ref = self.angles(views, target)
         out = self.predict(tr.x_in.to(dev), tr.noise_input.to(dev), self.to_model_range(views.images),
                            views.valid, angle.to(dev), ref)
-        loss = per_sample_mse(out.eps, tr.noise.to(dev).float()).mean()
+        loss = per_sample_mse(out.output, tr.target.to(dev).float()).mean()
         return {"loss": loss, "views": views.valid.sum(dim=1).float().mean()}
 
     def _unpack(self, batch: PairBatch) -> tuple[Tensor, ViewSet, Cameras]:
@@ -344,7 +362,7 @@ class ViewFusion(Method):
 
 # ---------------------------------------------------------------------------------------- presets
 _SHAPES = {"default_sampler": "ddpm", "preview_sampler": "ddpm", "max_views": 6, "target_in_pool_prob": 0.1,
-           "mid_attention": True, "norm_groups": 8, "dropout": 0.0}
+           "mid_attention": True, "norm_groups": 8, "dropout": 0.0, "prediction": "v"}
 register_preset("viewfusion-nmr64", "viewfusion", {
     "resolution": 64, "ch": 64, "ch_mult": (1, 2, 3, 5), "num_res_blocks": 3, "attn_resolutions": (16,),
     "mid_attention": True, "norm_groups": 32, "dropout": 0.0, "timesteps": 2000, "beta_start": 1e-6,
@@ -358,8 +376,8 @@ register_preset("viewfusion-nmr64", "viewfusion", {
 register_preset("viewfusion-shapes64", "viewfusion", {
     **_SHAPES, "resolution": 64, "ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2, "attn_resolutions": (16,),
     "default_steps": 200,
-}, "small ViewFusion on 64x64 synthetic ring objects (CPU-friendly, 4.1M parameters)")
+}, "small ViewFusion on 64x64 synthetic ring objects (CPU-friendly, 4.1M parameters; v-prediction)")
 register_preset("viewfusion-shapes32", "viewfusion", {
     **_SHAPES, "resolution": 32, "ch": 32, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 1, "attn_resolutions": (8,),
     "default_steps": 100, "preview_steps": 16,
-}, "tiny ViewFusion on 32x32 synthetic ring objects (CPU-friendly, 1.4M parameters)")
+}, "tiny ViewFusion on 32x32 synthetic ring objects (CPU-friendly, 1.4M parameters; v-prediction)")

@@ -40,11 +40,16 @@ class Composition:
     """Result of one composed prediction.
 
     Attributes:
-        eps: ``(B, 3, H, W)`` float32 composed noise prediction ``Σ_i w_i ⊙ ε_i``.
+        eps: ``(B, 3, H, W)`` float32 composed noise prediction ``Σ_i w_i ⊙ ε_i`` (for a v-prediction
+            model: ε̂ recovered from the composed v̂, which is the same weighted sum of the per-view ε̂_i, the
+            conversion being affine with coefficients shared by the views and ``Σ_i w_i = 1``).
         weights: ``(B, N, 3, H, W)`` float32 per-view weights (0 in padding slots; they sum to 1 over
             ``N`` at every pixel and channel).
-        raw: ``(M, 6, H, W)`` raw network output per valid view (channels 0-2: ``ε_i``, 3-5: logits).
+        raw: ``(M, 6, H, W)`` raw network output per valid view (channels 0-2: ``ε_i`` or ``v_i``, 3-5:
+            logits).
         batch_index, view_index: ``(M,)`` long, the sample and slot of each row of ``raw``.
+        pred: ``(B, 3, H, W)`` float32 composed network output ``Σ_i w_i ⊙ raw_i[:3]`` (ε̂ or v̂, what the
+            training loss compares; None: the same as ``eps``).
     """
 
     eps: Tensor
@@ -52,6 +57,12 @@ class Composition:
     raw: Tensor
     batch_index: Tensor
     view_index: Tensor
+    pred: Tensor | None = None
+
+    @property
+    def output(self) -> Tensor:
+        """The composed network output (``pred``, or ``eps`` for an ε-prediction model)."""
+        return self.eps if self.pred is None else self.pred
 
 
 def pack_rows(valid: Tensor) -> tuple[Tensor, Tensor]:
