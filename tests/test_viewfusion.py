@@ -382,8 +382,13 @@ def test_convert_cli_round_trip(ref, tmp_path, capsys):
     st = tmp_path / "unet.safetensors"
     save_file({k[len("state."):]: v.contiguous() for k, v in d.items() if k.startswith("state.")}, str(st))
     assert main(["convert", "viewfusion", str(st), "--out", str(out), "--overwrite", "--set", "resolution=32",
-                 "--set", "norm_groups=8"]) == 0
+                 "--set", "norm_groups=8", "--preset", "viewfusion-shapes32"]) == 0
     capsys.readouterr()
+    back = load_checkpoint(out)  # released weights predict ε even from a v-prediction preset
+    assert back.config.prediction == "eps"
+    with torch.no_grad():
+        comp = back.compose(x, (2 * ((1 - gamma) / gamma).sqrt()).float(), views, target)
+    assert torch.allclose(comp.eps, d["out.noise_hat"], atol=1e-5)
 
     broken = _reference_checkpoint(d)
     del broken["model"]["denoise_fn.ups.1.res_block.res_conv.bias"]

@@ -151,7 +151,7 @@ def convert_viewfusion(path: Path, out: Path, *, preset: str | None = None, over
     cls = vm.method_class("viewfusion")
     out = check_out(out, overwrite)
     explicit = explicit_fields(overrides, "viewfusion")
-    values = {**values, "input_range": "unit", "clip_x0": "model", **explicit}
+    values = {**values, "input_range": "unit", "clip_x0": "model", "prediction": "eps", **explicit}  # released: ε
     obj = read_weights(path)
     try:
         inferred = cls.reference_config_fields(obj, int(values.get("resolution", 64)), where=str(path))
