@@ -332,8 +332,21 @@ def test_checkpoint_mode_samples_and_errors(ckpt, tmp_path, capsys):
     assert r["per_image"][0]["image"].startswith("sample-00/benchmark-000000/")
     assert res["extra"]["run"]["seeds"] == [7, 8] and (out / "best_worst.png").is_file()
     # the resolution must be the model's; the synthetic data takes no --data; a folder vantage did not write
-    with pytest.raises(EvaluationError, match=r"evaluates at 64x64 px but the checkpoint's '3dim' model works at 16"):
+    with pytest.raises(EvaluationError, match=r"evaluates at 64x64 px but the checkpoint's '3dim' model works at 16"
+                                              r"x16; add --resolution 16"):
         evaluate_checkpoint(ckpt, "synthetic-v1", tmp_path / "x", device="cpu", progress=False, log=lambda s: None)
+    with pytest.raises(EvaluationError, match="--resolution must be >= 8 px, got 4"):
+        evaluate_checkpoint(ckpt, "synthetic-v1", tmp_path / "x", resolution=4, device="cpu", progress=False,
+                            log=lambda s: None)
+    # --resolution: a 16 px model on the 64 px protocol, recorded as an override
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", "synthetic-v1", "--out", str(tmp_path / "r"),
+                 "--device", "cpu", "--objects", "1", "--steps", "1", "--resolution", "16"]) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert doc["run"]["overrides"] == {"objects": 1, "steps": 1, "resolution": 16}
+    assert "resolution=16" in doc["result"]["notes"][0] and doc["result"]["images"] == 23
+    assert {Image.open(f).size for f in (tmp_path / "r" / "pred").rglob("*.png")} == {(16, 16)}
+    assert {Image.open(f).size for f in (tmp_path / "r" / "gt").rglob("*.png")} == {(16, 16)}
     with pytest.raises(EvaluationError, match="leave out --data"):
         evaluate_checkpoint(ckpt, proto, tmp_path / "x", data=tmp_path, device="cpu", progress=False,
                             log=lambda s: None)

@@ -1,7 +1,7 @@
 """``vantage evaluate``: score novel views against ground truth under a versioned protocol.
 
     vantage evaluate --checkpoint RUN_DIR --protocol P --out DIR [--data PATH] [--device D]
-                     [--objects N] [--steps K]
+                     [--objects N] [--steps K] [--resolution PX]
     vantage evaluate --pred DIR --gt DIR --out DIR [--protocol P] [--inputs DIR] [--device D]
     vantage evaluate --list
 
@@ -9,7 +9,8 @@ Checkpoint mode runs the protocol's objects through the model (input views -> ta
 the protocol's seeds and sampler settings), saves ``inputs/``, ``gt/`` and ``pred/`` under
 ``--out`` and scores them, with the copy-the-input baseline next to the model. A protocol on a
 dataset on disk (SRN, NMR, RealEstate10K) needs its folder with ``--data``. ``--objects`` and
-``--steps`` override the protocol for quick looks (the report says so).
+``--steps`` override the protocol for quick looks, ``--resolution`` evaluates a model of another size (e.g.
+a 32 px one on a 64 px protocol); the report says so.
 
 Files mode scores an existing folder of predictions against a folder of ground truth, matched
 by relative path without extension (``obj/000012.png`` <-> ``obj/000012.jpg``); ``--protocol``
@@ -57,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cars_test for srn-cars-v1)")
     p.add_argument("--objects", type=int, default=None, help="evaluate only the protocol's first N objects")
     p.add_argument("--steps", type=int, default=None, help="sampling steps instead of the protocol's")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="evaluate at this size (px) instead of the protocol's, e.g. a 32 px model")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance weight instead of the protocol's (VIVID: the guide network's weight w, 1 = none)")
     p.add_argument("--guide", type=Path, default=None,
@@ -86,6 +89,7 @@ def _check_args(args: argparse.Namespace) -> str:
         raise UserError("--out DIR is required")
     if files:
         used = [o for o, v in (("--data", args.data), ("--objects", args.objects), ("--steps", args.steps),
+                               ("--resolution", args.resolution),
                                ("--guidance", args.guidance), ("--guide", args.guide),
                                ("--sr-checkpoint", args.sr_checkpoint)) if v is not None]
         if used:
@@ -144,7 +148,8 @@ def cmd_evaluate(args) -> int:
             from vantage.eval.evaluate_model import evaluate_checkpoint
 
             run = evaluate_checkpoint(args.checkpoint, protocol, out, data=args.data, device=device,
-                                      objects=args.objects, steps=args.steps, previous=previous,
+                                      objects=args.objects, steps=args.steps, resolution=args.resolution,
+                                      previous=previous,
                                       guidance=args.guidance, guide=args.guide, sr_checkpoint=args.sr_checkpoint)
             result, files = run["result"], run["files"]
         else:

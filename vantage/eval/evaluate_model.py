@@ -26,6 +26,7 @@ score on the input + ground-truth views as the ceiling.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import time
@@ -137,12 +138,14 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                         data: str | Path | None = None, device: str = "cpu", objects: int | None = None,
                         steps: int | None = None, previous: bool = False, progress: bool = True,
                         guidance: float | None = None, guide: str | Path | None = None,
-                        sr_checkpoint: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                        sr_checkpoint: str | Path | None = None, resolution: int | None = None,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate the protocol's targets with ``checkpoint`` into ``out`` and score them (module docstring).
 
     ``out`` is created after the checks (check it first with :func:`vantage.eval.report.prepare_evaluation_dir`);
-    ``previous`` allows emptying the generated folders of an earlier evaluation there. ``objects`` and ``steps``
-    override the protocol (recorded as such), and so does ``guidance``; ``guide`` and ``sr_checkpoint`` are VIVID's
+    ``previous`` allows emptying the generated folders of an earlier evaluation there. ``objects``, ``steps`` and
+    ``resolution`` (evaluate at this size, e.g. a 32 px model on a 64 px protocol) override the protocol (recorded
+    as such), and so does ``guidance``; ``guide`` and ``sr_checkpoint`` are VIVID's
     guide network and super-resolution stage (:mod:`vantage.eval.evaluate_vivid`). Returns ``{"result", "files",
     "extra"}``.
     """
@@ -156,6 +159,10 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     protocol, out = load_protocol(protocol), Path(out)
     if steps is not None and steps < 1:
         raise EvaluationError(f"--steps must be >= 1, got {steps}")
+    if resolution is not None:
+        if resolution < 8:
+            raise EvaluationError(f"--resolution must be >= 8 px, got {resolution}")
+        protocol = dataclasses.replace(protocol, resolution=resolution)
     method = load_checkpoint(checkpoint, device=device).eval()
     ckpt = Path(checkpoint)
     folder = ckpt if (ckpt / "model.safetensors").is_file() else (find_checkpoint(ckpt) or ckpt)
@@ -164,8 +171,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     sr, sr_folder = load_sr_stage(sr_checkpoint, method, res, device) if sr_checkpoint else (None, None)
     if cfg.resolution != res and sr is None:
         raise EvaluationError(f"protocol {protocol.label} evaluates at {res}x{res} px but the checkpoint's "
-                              f"'{method.name}' model works at {cfg.resolution}x{cfg.resolution}; use a protocol at "
-                              f"{cfg.resolution} px (copy the protocol file and change 'resolution')")
+                              f"'{method.name}' model works at {cfg.resolution}x{cfg.resolution}; add --resolution "
+                              f"{cfg.resolution} (recorded as an override) or use a protocol at {cfg.resolution} px")
     s = protocol.sampling
     sampler = s.sampler or cfg.default_sampler
     try:
@@ -173,7 +180,8 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     except KeyError as e:
         raise EvaluationError(f"protocol {protocol.label}: {str(e).strip(chr(39))}") from None
     n_steps = steps or s.steps or cfg.default_steps
-    overrides = {k: v for k, v in (("objects", objects), ("steps", steps), ("guidance", guidance)) if v is not None}
+    overrides = {k: v for k, v in (("objects", objects), ("steps", steps), ("guidance", guidance),
+                                   ("resolution", resolution)) if v is not None}
     if guidance is None:
         guidance = cfg.default_guidance if s.guidance is None else s.guidance
     try:

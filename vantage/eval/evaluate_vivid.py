@@ -82,8 +82,7 @@ def load_sr_stage(path: str | Path, base: Any, resolution: int, device: str) -> 
                               f"checkpoint's model generates {b}x{b}: they do not chain")
     if high != resolution:
         raise EvaluationError(f"--sr-checkpoint {folder} makes {high}x{high} images but the protocol evaluates at "
-                              f"{resolution}x{resolution}; use a protocol at {high} px (copy the protocol file and "
-                              f"change 'resolution')")
+                              f"{resolution}x{resolution}; add --resolution {high} or use a protocol at {high} px")
     return sr, folder
 
 
