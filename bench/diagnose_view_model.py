@@ -81,7 +81,14 @@ def angle_psnr(generated: torch.Tensor, objs: list) -> dict[str, dict[str, float
 
 
 def _sigma(method, t: float) -> torch.Tensor:
-    return method.schedule.t_to_sigma(torch.tensor([t], dtype=torch.float64)).float()
+    """σ at the fraction ``t`` ∈ [0, 1] of the schedule (a discrete schedule's timestep ``t·(T − 1)``)."""
+    if not 0.0 <= t <= 1.0:
+        raise SystemExit(f"--t and --sdedit take fractions of the schedule in [0, 1], got {t}")
+    from vantage.diffusion.schedules import DiscreteSchedule
+
+    sched = method.schedule
+    t_s = t * (sched.T - 1) if isinstance(sched, DiscreteSchedule) else t
+    return sched.t_to_sigma(torch.tensor([t_s], dtype=torch.float64)).float()
 
 
 def _stack(objs: list, view: int) -> tuple[torch.Tensor, Cameras]:

@@ -56,3 +56,20 @@ def test_diagnosis_tables_and_files(tmp_path, capsys):
         diag.main([str(run), "--objects", "2", "--offsets", "1", "--t", "0.5", "--sdedit", "", "--samples", "ddim,2"])
     with pytest.raises(SystemExit, match="SAMPLER,STEPS"):
         diag.main([str(run), "--objects", "2", "--offsets", "1", "--t", "0.5", "--sdedit", "", "--orbit", "ddim,2"])
+
+
+def test_noise_level_is_a_fraction_of_any_schedule():
+    """``--t`` is a fraction of the schedule: a discrete schedule (ViewFusion) maps it to timestep t·(T − 1)."""
+    import torch
+
+    from vantage.methods import build_method
+
+    diag = load_bench_script("diagnose_view_model")
+    vf = build_method("viewfusion", {"resolution": 16, "ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1,
+                                     "attn_resolutions": (8,), "norm_groups": 4})
+    sched = vf.schedule
+    assert float(diag._sigma(vf, 1.0)) == pytest.approx(float(sched.sigma_max), rel=1e-5)
+    assert float(diag._sigma(vf, 0.0)) == pytest.approx(float(sched.sigma_min), rel=1e-5)
+    assert float(diag._sigma(vf, 0.5)) == pytest.approx(float(sched.t_to_sigma(torch.tensor(999.5))), rel=1e-5)
+    with pytest.raises(SystemExit, match=r"fractions of the schedule in \[0, 1\], got 1.5"):
+        diag._sigma(vf, 1.5)

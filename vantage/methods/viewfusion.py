@@ -107,7 +107,7 @@ class ViewFusionConfig(MethodConfig):
             ``v = sqrt(γ)·ε − sqrt(1 − γ)·y0``, loss ‖v̂ − v‖² of the composed v̂). With ε, x̂0 =
             ``(z − sqrt(1 − γ)·ε̂)/sqrt(γ)`` multiplies the ε error by σ (~150 at the top of the linear-β
             schedule): a briefly trained ε model's samples stay noise under DDIM and DDPM alike (the CPU run
-            ``viewfusion-shapes32`` at 40k images: x̂0 worse than a constant image for σ > 20). v-prediction
+            ``viewfusion-shapes32`` at 40k images: x̂0 at 4–5 dB PSNR for t ≥ 0.9, docs/viewfusion.md). v-prediction
             keeps x̂0 bounded there; the CPU-sized ``viewfusion-shapes*`` presets use it. Both compose the
             same way (the softmax weights apply to the per-view outputs; ε̂ and v̂ are affine in each other
             with coefficients the views share).
@@ -322,10 +322,10 @@ class ViewFusion(Method):
             raise ValueError(f"ViewFusion has no classifier-free guidance; got guidance={guidance}")
         return ViewFusionDenoiser(self, clip_x0 or self.config.clip_x0)
 
-    def single_view_denoiser(self) -> ViewFusionSingleView:
+    def single_view_denoiser(self, guidance: float | None = None) -> ViewFusionSingleView:
         """``D(x, σ, cond: ViewCond) -> x̂0``: the one-view case of :meth:`set_denoiser` (for the
-        strategies of :mod:`vantage.sampling`)."""
-        return ViewFusionSingleView(self.set_denoiser())
+        strategies of :mod:`vantage.sampling`); ``guidance`` as there (the other methods' signature)."""
+        return ViewFusionSingleView(self.set_denoiser(guidance))
 
     def sampling_sigmas(self, steps: int, sampler: str | None = None) -> Tensor:
         """``(steps + 1,)`` float32 σ's of the sampling schedule at ``steps`` trailing-spaced timesteps
