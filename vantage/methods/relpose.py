@@ -62,7 +62,7 @@ from vantage.methods.base import (
 from vantage.methods.vp_view import VPViewMethod, check_vp_config
 from vantage.nn.blocks import group_norm
 from vantage.nn.embeddings import MLPEmbedder, logsnr_to_cosine_time
-from vantage.nn.unet import UNet, UNetConfig
+from vantage.nn.unet import UNet, UNetConfig, UNetSize
 
 __all__ = ["RelPoseConfig", "RelPose", "RelPoseNet", "ImageEncoder", "relative_pose", "check_pose_unet", "POSE_DIM"]
 
@@ -81,19 +81,11 @@ def relative_pose(source: Cameras, target: Cameras) -> Tensor:
 
 
 @dataclass
-class PoseUNetConfig(MethodConfig):
-    """The fields :class:`RelPoseConfig` and the regression baseline's config share (documented there): the UNet,
-    the conditioning image encoder and the pose embedding. Validated by :func:`check_pose_unet`."""
+class PoseUNetConfig(MethodConfig, UNetSize):
+    """The fields :class:`RelPoseConfig` and the regression baseline's config share (documented there): the UNet
+    (:class:`~vantage.nn.unet.UNetSize`), the conditioning image encoder and the pose embedding. Validated by
+    :func:`check_pose_unet`."""
 
-    resolution: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (8, 16)
-    num_heads: int = 4
-    dropout: float = 0.0
-    norm_groups: int = 32
-    emb_ch: int | None = None
     encoder_ch: int = 32
     image_emb_dim: int = 256
     pose_emb_dim: int = 64

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,12 +42,14 @@ from vantage.methods.base import (
     int_tuples,
 )
 from vantage.methods.vp_view import VPViewMethod, check_vp_config
+from vantage.nn.unet import UNetSize
+from vantage.nn.xunet import XUNetConfig, XUNetPose
 
 __all__ = ["ThreeDiMConfig", "ThreeDiM", "xunet_config"]
 
 
 @dataclass
-class ThreeDiMConfig(MethodConfig):
+class ThreeDiMConfig(MethodConfig, UNetSize, XUNetPose):
     """Configuration of :class:`ThreeDiM` (flat, so every field can be set with ``--set field=value``).
 
     Attributes:
@@ -90,24 +91,9 @@ class ThreeDiMConfig(MethodConfig):
             data, its ring at 30° elevation, radius 2.5, 40° horizontal field of view).
     """
 
-    resolution: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (8, 16)
-    num_heads: int = 4
-    dropout: float = 0.0
-    pose_mode: str = "absolute"
-    ray_octaves_origin: int = 15
-    ray_octaves_dir: int = 8
-    origin_scale: float = 1.0
-    emb_ch: int | None = None
-    norm_groups: int = 32
     logsnr_min: float = -20.0
-    logsnr_max: float = 20.0
     pose_dropout: float = 0.1
     prediction: str = "eps"
-    concat_cond: bool = False
     clip_x0: bool = True
     default_sampler: str = "ddpm"
     default_steps: int = 256
@@ -121,10 +107,8 @@ class ThreeDiMConfig(MethodConfig):
         int_tuples(self, "ch_mult", "attn_resolutions")
 
 
-def xunet_config(config: ThreeDiMConfig) -> Any:
+def xunet_config(config: ThreeDiMConfig) -> XUNetConfig:
     """The :class:`~vantage.nn.xunet.XUNetConfig` of a 3DiM config (the fields both share)."""
-    from vantage.nn.xunet import XUNetConfig
-
     names = {f.name for f in dataclasses.fields(XUNetConfig)}
     return XUNetConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
 

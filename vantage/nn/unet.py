@@ -40,7 +40,7 @@ from vantage.nn.blocks import (
 )
 from vantage.nn.embeddings import ScalarEmbedder
 
-__all__ = ["UNetConfig", "UNet", "UNetBackbone", "viewfusion_unet_config", "count_parameters"]
+__all__ = ["UNetConfig", "UNet", "UNetBackbone", "UNetSize", "viewfusion_unet_config", "count_parameters"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -202,6 +202,23 @@ class UNetBackbone(nn.Module):
         if keep_frame is not None and self.frames > 1 and not done:
             h = self._select(h, keep_frame)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+@dataclass
+class UNetSize:
+    """The size fields that the 3DiM X-UNet's config and the 3DiM / relpose / regression method configs share,
+    with their shared defaults (a 64×64 model: base 64, multipliers (1, 2, 2, 4), 2 ResBlocks per level, attention
+    at 8 and 16 with 4 heads). Each config that inherits them documents them in its own ``Attributes``."""
+
+    resolution: int = 64
+    ch: int = 64
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (8, 16)
+    num_heads: int = 4
+    dropout: float = 0.0
+    norm_groups: int = 32
+    emb_ch: int | None = None
 
 
 @dataclass

@@ -39,15 +39,28 @@ from torch import Tensor, nn
 from vantage.cameras import Cameras
 from vantage.nn.blocks import SpatialEmbedder
 from vantage.nn.embeddings import ScalarEmbedder, logsnr_to_cosine_time, ray_feature_channels, ray_pose_features
-from vantage.nn.unet import UNetBackbone, count_parameters
+from vantage.nn.unet import UNetBackbone, UNetSize, count_parameters
 
-__all__ = ["XUNetConfig", "XUNet", "xunet_paper_config", "xunet_small_config", "xunet_param_count"]
+__all__ = ["XUNetConfig", "XUNetPose", "XUNet", "xunet_paper_config", "xunet_small_config", "xunet_param_count"]
 
 POSE_MODES = ("absolute", "relative")
 
 
 @dataclass
-class XUNetConfig:
+class XUNetPose:
+    """The X-UNet's pose and clean-frame fields, shared with :class:`~vantage.methods.threedim.ThreeDiMConfig`
+    (documented in :class:`XUNetConfig`)."""
+
+    pose_mode: str = "absolute"
+    ray_octaves_origin: int = 15
+    ray_octaves_dir: int = 8
+    origin_scale: float = 1.0
+    logsnr_max: float = 20.0
+    concat_cond: bool = False
+
+
+@dataclass
+class XUNetConfig(UNetSize, XUNetPose):
     """Configuration of :class:`XUNet` (defaults: a 64×64 model of 23.0M parameters).
 
     Attributes:
@@ -79,22 +92,7 @@ class XUNetConfig:
             (exact; turn off only to check that it is exact).
     """
 
-    resolution: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (8, 16)
-    num_heads: int = 4
-    dropout: float = 0.0
-    pose_mode: str = "absolute"
-    ray_octaves_origin: int = 15
-    ray_octaves_dir: int = 8
-    origin_scale: float = 1.0
-    logsnr_max: float = 20.0
-    emb_ch: int | None = None
-    norm_groups: int = 32
     channels: int = 3
-    concat_cond: bool = False
     prune_cond_frame: bool = True
 
 
