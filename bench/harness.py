@@ -21,7 +21,9 @@ run folder:
    view; the copy-the-input baseline scored by ``vantage evaluate`` as the last row) on stdout and in
    ``RUNS/harness.md`` / ``RUNS/harness.json``, and with ``--write-benchmarks`` between the markers
    ``<!-- harness:begin -->`` / ``<!-- harness:end -->`` of BENCHMARKS.md (only that block is replaced;
-   it is appended when absent), with the hardware and the exact command.
+   it is appended when absent), with the hardware and the exact command; ``RUNS/harness_views.png`` (with
+   ``--write-benchmarks`` also ``docs/images/harness-views.png`` beside that file, linked from the block) shows
+   each method's generated views of the first two objects under the input and the ground truth.
 
 The deterministic ``regression`` baseline makes one network forward per view whatever the sampler: it is
 evaluated with its own setting (one Euler step; ``--steps`` does not apply) and its NFE is reported as 1.
@@ -46,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness_report beside this file
 
-from harness_report import hardware, render_block, replace_block  # noqa: E402
+from harness_report import hardware, render_block, replace_block, views_sheet  # noqa: E402
 
 DEFAULT_METHODS = ("3dim-shapes32", "relpose-shapes32", "viewfusion-shapes32", "genvs-shapes32", "vivid-shapes32",
                    "regression-shapes32")
@@ -327,6 +329,28 @@ def notes_for(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]
     return notes
 
 
+def write_views_sheet(rows: list[dict[str, Any]], args: argparse.Namespace) -> str | None:
+    """``RUNS/harness_views.png`` (:func:`harness_report.views_sheet`), also written to
+    ``docs/images/harness-views.png`` beside the ``--write-benchmarks`` file; returns that path relative to the
+    file (for the block's link), or ``None`` without ``--write-benchmarks`` or without any evaluation."""
+    try:
+        sheet = views_sheet(rows)
+    except (OSError, ValueError) as e:  # a picture must not lose the table
+        say(f"no views sheet: {e}")
+        return None
+    if sheet is None:
+        return None
+    sheet.save(args.runs / "harness_views.png")
+    say(f"views sheet: {args.runs / 'harness_views.png'}")
+    if not args.write_benchmarks:
+        return None
+    rel = "docs/images/harness-views.png"
+    path = Path(args.write_benchmarks).resolve().parent / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return rel
+
+
 def write_summary(runs: Path, doc: dict[str, Any], markdown: str) -> None:
     """``RUNS/harness.json`` and ``RUNS/harness.md``; an earlier summary is replaced only if the harness wrote it."""
     path = runs / "harness.json"
@@ -357,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "warmup": WARMUP_STEPS,
                 "precision": args.precision, "objects": args.objects, "steps": args.steps,
                 "consistency": args.consistency, "quick": args.quick, "tiny": args.tiny}
-    block = render_block(rows, hw=hw, command=command, settings=settings, notes=notes_for(rows, args))
+    figure = write_views_sheet(rows, args)
+    block = render_block(rows, hw=hw, command=command, settings=settings, notes=notes_for(rows, args),
+                         figure=figure)
     print(block, flush=True)
     write_summary(args.runs, {"tool": TOOL, "command": command, "hardware": hw, "settings": settings, "rows": rows,
                               "seconds": round(time.perf_counter() - t0, 1)}, block)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 __all__ = ["BEGIN", "END", "hardware", "hardware_line", "markdown_table", "render_block", "replace_block",
-           "write_result", "BlockError"]
+           "write_result", "views_sheet", "BlockError"]
 
 BEGIN = "<!-- harness:begin -->"
 END = "<!-- harness:end -->"
@@ -128,8 +128,54 @@ def markdown_table(rows: list[dict[str, Any]], *, consistency: bool) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------- pictures
+def _numeric_key(name: str) -> tuple[int, str]:
+    return (int(name), name) if name.isdigit() else (1 << 30, name)
+
+
+def views_sheet(rows: list[dict[str, Any]], *, objects: int = 2, views: int = 6):
+    """A contact sheet (PIL image) of what each method generated: for each of the first ``objects`` evaluated
+    objects, a row "truth" (the input view, then ``views`` target views evenly spread over the protocol's
+    targets) and one row per method with its generated views at the same targets (the input cell left white).
+    Read from the rows' evaluation folders (``eval_dir``: ``inputs/``, ``gt/``, ``pred/``; the first sample
+    when there are several). ``None`` when no row has an evaluation."""
+    from vantage.eval.evaluate import list_images, load_rgb
+    from vantage.viz import contact_sheet
+
+    done = [r for r in rows if not r.get("error") and r.get("eval_dir")]
+    if not done:
+        return None
+    first = Path(done[0]["eval_dir"])
+    names = sorted({k.rsplit("/", 1)[0] for k in list_images(first / "gt")})[:objects]
+    sheet_rows, labels = [], []
+    for obj in names:
+        targets = sorted((p.stem for p in (first / "gt" / obj).iterdir() if p.is_file()), key=_numeric_key)
+        pick = [targets[round(i * (len(targets) - 1) / max(views - 1, 1))] for i in range(min(views, len(targets)))]
+        pick = list(dict.fromkeys(pick))
+        inputs = sorted((first / "inputs" / obj).iterdir(), key=lambda q: _numeric_key(q.stem))
+        truth = [load_rgb(inputs[0])] + [load_rgb(_image(first / "gt" / obj, v)) for v in pick]
+        sheet_rows.append(torch.stack(truth))
+        labels.append(f"{obj}: input, truth")
+        blank = torch.ones_like(truth[0])
+        for r in done:
+            pred = Path(r["eval_dir"]) / "pred"
+            if (pred / "sample-00").is_dir():
+                pred = pred / "sample-00"
+            sheet_rows.append(torch.stack([blank] + [load_rgb(_image(pred / obj, v)) for v in pick]))
+            labels.append(r["preset"])
+    return contact_sheet(sheet_rows, labels)
+
+
+def _image(folder: Path, stem: str) -> Path:
+    """The image file ``folder/stem.*`` (errors name what is missing)."""
+    found = sorted(q for q in folder.glob(f"{stem}.*") if q.is_file())
+    if not found:
+        raise FileNotFoundError(f"no image '{stem}' in {folder}")
+    return found[0]
+
+
 def render_block(rows: list[dict[str, Any]], *, hw: dict[str, Any], command: str, settings: dict[str, Any],
-                 notes: list[str], date: str | None = None) -> str:
+                 notes: list[str], date: str | None = None, figure: str | None = None) -> str:
     """The Markdown the harness prints and puts between the markers (markers included)."""
     date = date or datetime.date.today().isoformat()
     protocols = sorted({r["protocol"] for r in rows if r.get("protocol")})
@@ -148,6 +194,9 @@ def render_block(rows: list[dict[str, Any]], *, hw: dict[str, Any], command: str
              "```", command, "```", "", markdown_table(rows, consistency=consistency)]
     if notes:
         lines += [""] + [f"* {n}" for n in notes]
+    if figure:
+        lines += ["", "What each method generated for the first evaluated objects (top row of each object: its input "
+                  "view, then the ground truth at evenly spread targets):", "", f"![harness views]({figure})"]
     lines.append(END)
     return "\n".join(lines) + "\n"
 

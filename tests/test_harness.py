@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import harness  # noqa: E402
-from harness_report import BEGIN, END, BlockError, replace_block  # noqa: E402
+from harness_report import BEGIN, END, BlockError, replace_block, views_sheet  # noqa: E402
+from PIL import Image  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -78,6 +79,12 @@ def test_quick_harness_on_two_methods(tmp_path, capsys):
     assert block.startswith(BEGIN) and block.rstrip().endswith(END) and "| regression |" in block
     assert (ROOT / "BENCHMARKS.md").read_bytes() == real
 
+    # the views sheet: truth row + one row per method for the one evaluated object, linked from the block
+    assert "![harness views](docs/images/harness-views.png)" in block
+    sheet = Image.open(tmp_path / "docs" / "images" / "harness-views.png")
+    assert sheet.size == Image.open(runs / "harness_views.png").size
+    assert sheet.size[1] > 3 * 64  # three rows of at least 64 px cells (16 px images upscaled)
+
     # a second run reuses the runs and their evaluations, and replaces the block in place
     bench.write_text(f"# Benchmarks\n\nintro\n\n{BEGIN}\nSTALE\n{END}\n\n## After the block\n\nkept\n")
     assert harness.main(argv) == 0
@@ -138,3 +145,33 @@ def test_every_method_gets_the_same_training_recipe():
     shared = {k: v for k, v in vivid.items() if k in plain}
     assert shared == {k: plain[k] for k in shared}
     assert vivid["train.ema"] == '"halflife"' and vivid["train.lr_schedule"] == '"constant"'
+
+
+def test_views_sheet_places_truth_and_each_methods_views(tmp_path):
+    """Known one-colour images: the truth row is the input then the evenly spread targets (of 5: views 1, 3, 5),
+    each method's row a white cell then its own views at the same targets; failed rows are left out."""
+    def write(folder: Path, name: str, rgb: tuple[int, int, int]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), rgb).save(folder / f"{name}.png")
+
+    colour = {v: (40 * v, 0, 0) for v in range(1, 6)}
+    rows = []
+    for k, preset in enumerate(("a-shapes32", "b-shapes32")):
+        ev = tmp_path / preset
+        write(ev / "inputs" / "obj", "0", (0, 0, 255))
+        for v in range(1, 6):
+            write(ev / "gt" / "obj", str(v), colour[v])
+            write(ev / "pred" / "obj", str(v), (0, 40 * v, 100 * k))
+        rows.append({"preset": preset, "eval_dir": str(ev)})
+    rows.append({"preset": "c-shapes32", "error": "failed"})
+    sheet = views_sheet(rows, objects=1, views=3)
+    label_w, pad, cell = 8 + 7 * len("obj: input, truth"), 2, 64
+    assert sheet.size == (label_w + 4 * (cell + pad) + pad, 3 * (cell + pad) + pad)
+
+    def at(i: int, j: int) -> tuple[int, int, int]:
+        return sheet.getpixel((label_w + pad + j * (cell + pad) + cell // 2, pad + i * (cell + pad) + cell // 2))
+
+    assert [at(0, j) for j in range(4)] == [(0, 0, 255), colour[1], colour[3], colour[5]]
+    for i, k in ((1, 0), (2, 1)):
+        assert [at(i, j) for j in range(4)] == [(255, 255, 255)] + [(0, 40 * v, 100 * k) for v in (1, 3, 5)]
+    assert views_sheet([{"preset": "x", "error": "failed"}]) is None
