@@ -15,7 +15,8 @@ run folder:
    the protocol with only ``resolution`` changed is written to ``RUNS/protocols/`` (and with the 3D
    consistency score switched on for ``--consistency``). ``--objects`` / ``--steps`` override the protocol
    for quick looks. Evaluations go to ``RUNS/evaluations/<preset>/<protocol>-step<N>[-objects<K>][-steps<S>]``
-   and are reused when they exist (``--reevaluate`` runs them again);
+   and are reused when they exist (``--reevaluate`` runs them again; an interrupted one, which left generated
+   views but no ``metrics.json``, is moved aside to ``<name>.interrupted`` and started again);
 3. **report**: a Markdown table (parameters, training kimg and images/s, PSNR, SSIM, LPIPS when its
    weights are present, 3D consistency with ``--consistency``, sampler, NFE and seconds per generated
    view; the copy-the-input baseline scored by ``vantage evaluate`` as the last row) on stdout and in
@@ -237,6 +238,19 @@ def run_info(run_dir: Path) -> dict[str, Any]:
             "peak_mem_mb": max((r.get("peak_mem_mb") or 0 for r in stats), default=None)}
 
 
+def interrupted_evaluation(out: Path) -> bool:
+    """Whether ``out`` is what an interrupted ``vantage evaluate`` leaves: a folder holding only its generated
+    view folders (``inputs``, ``gt``, ``pred``) and no ``metrics.json`` (written first when scoring ends). Such a
+    folder is moved aside (``<name>.interrupted``, nothing deleted) and the evaluation started again; anything
+    else in it is left to ``vantage evaluate``'s own refusal."""
+    from vantage.eval.evaluate_model import GENERATED_DIRS
+
+    if not out.is_dir() or (out / "metrics.json").exists():
+        return False
+    entries = list(out.iterdir())
+    return bool(entries) and all(e.is_dir() and e.name in GENERATED_DIRS for e in entries)
+
+
 def evaluate_row(preset: str, run_dir: Path, info: dict[str, Any], args: argparse.Namespace,
                  device: str) -> dict[str, Any]:
     """Evaluate (or reuse the evaluation of) one run -> its table row."""
@@ -256,7 +270,14 @@ def evaluate_row(preset: str, run_dir: Path, info: dict[str, Any], args: argpars
                 "--device", device]
         argv += ["--objects", str(args.objects)] if args.objects else []
         argv += ["--steps", str(steps)] if steps else []
-        argv += ["--overwrite"] if metrics.is_file() else []
+        if metrics.is_file():
+            argv.append("--overwrite")
+        elif interrupted_evaluation(out):
+            names = (f"{out.name}.interrupted" + (f"-{k}" if k else "") for k in range(1 << 20))
+            aside = next(out.with_name(n) for n in names if not out.with_name(n).exists())
+            out.rename(aside)
+            say(f"{preset}: {out} held an interrupted evaluation (generated views, no metrics.json): moved to "
+                f"{aside.name}, starting it again")
         say(f"{preset}: vantage {shlex.join(argv)}")
         code, err = run_vantage(argv)
         if code:

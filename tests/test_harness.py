@@ -97,6 +97,25 @@ def test_quick_harness_on_two_methods(tmp_path, capsys):
     assert text2.endswith(f"{END}\n\n## After the block\n\nkept\n")
     assert hashlib.sha256((ROOT / "BENCHMARKS.md").read_bytes()).digest() == hashlib.sha256(real).digest()
 
+    # an interrupted evaluation (generated views, no report) is started again; a folder with anything else in it
+    # is refused by `vantage evaluate` and that method's row fails, the other one is kept
+    ev = {r["preset"]: Path(r["eval_dir"]) for r in doc["rows"]}
+    for f in ev["regression-shapes32"].iterdir():
+        if f.is_file():
+            f.unlink()
+    assert harness.interrupted_evaluation(ev["regression-shapes32"])
+    (ev["3dim-shapes32"] / "metrics.json").unlink()
+    (ev["3dim-shapes32"] / "notes.txt").write_text("mine")
+    assert not harness.interrupted_evaluation(ev["3dim-shapes32"])
+    assert harness.main(argv) == 1
+    out3 = capsys.readouterr().out
+    assert "held an interrupted evaluation" in out3 and (ev["regression-shapes32"] / "metrics.json").is_file()
+    aside = ev["regression-shapes32"].with_name(ev["regression-shapes32"].name + ".interrupted")
+    assert sorted(d.name for d in aside.iterdir()) == ["gt", "inputs", "pred"]  # moved, nothing deleted
+    assert "3dim-shapes32: FAILED" in out3 and "not empty" in out3
+    assert (ev["3dim-shapes32"] / "notes.txt").read_text() == "mine"
+    assert table_rows(out3)["regression"][:-1] == rows["regression"][:-1]  # the same scores (s / view is timed)
+
 
 def outside(text: str) -> tuple[str, str]:
     """``(text before the begin marker, text after the end marker and its newline)``; no markers: (text, "")."""
