@@ -156,7 +156,7 @@ def run_row(method, objs: list, choice, sampling: dict, consistency: int | None,
     r = autoregressive_orbit(method, [o.select([0]) for o in objs], Cameras.stack([o.cameras for o in objs]),
                              strategy=choice.strategy, strategy_options=choice.options, order=choice.order,
                              seed=list(range(len(objs))), device=device, callback=count, **sampling)
-    gen = r.images.float().cpu()
+    gen = r.images.float().cpu().clamp(-1, 1)  # scored as an image is viewed (EDM samplers do not clip x̂0)
     ms = [orbit_metrics(gen[i, 1:], o.images[1:], o.images[:1]) for i, o in enumerate(objs)]
     adj = [adjacent_view_score(gen[i], cyclic=True) for i in range(len(objs))]
     row = {**{k: _mean([m[k] for m in ms]) for k in ms[0]},

@@ -422,3 +422,24 @@ def test_checkpoint_mode_with_the_interpolated_strategy(ckpt, tmp_path, capsys):
     assert doc["run"]["strategy"] == "interpolated" and doc["result"]["images"] == 2
     with pytest.raises(ProtocolError, match="strategy"):
         protocol_from_dict({**BASE, "sampling": {"strategy": "bogus"}})
+
+
+def test_overshooting_samples_are_scored_as_saved(tmp_path, capsys):
+    """An EDM model's raw samples can leave [-1, 1] (its samplers do not clip x̂0; a strongly perturbed tiny GeNVS
+    reaches hundreds): the evaluation scores the clamped views it saves, and the 3D consistency fit accepts them
+    (it refuses out-of-range images, which once failed a whole harness evaluation)."""
+    genvs = {"resolution": 16, "encoder_ch": 8, "encoder_ch_mult": [1, 2], "volume_channels": 4, "volume_depth": 8,
+             "volume_resolution": 8, "mlp_hidden": 16, "feature_channels": 6, "samples_stratified": 6,
+             "samples_importance": 6, "render_resolution": 8, "ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1,
+             "attn_resolutions": [8], "num_heads": 2, "norm_groups": 4}
+    run = save_tiny_run(tmp_path / "run", "genvs", genvs, scale=0.5)
+    proto = write_protocol(tmp_path / "p.json", objects=1, target_views=[6, 12, 18],
+                           metrics={"names": ["psnr", "ssim"], "consistency": {"grid": 8, "iters": 3}},
+                           sampling={"steps": 2})
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(run), "--protocol", str(proto), "--out", str(out)]) == 0
+    capsys.readouterr()
+    doc = json.loads((out / "metrics.json").read_text())
+    assert len(doc["consistency"]["per_object"]) == 1 and doc["consistency"]["mean"]["psnr"] > 0
+    again = evaluate_folders(out / "pred", out / "gt", progress=False)
+    assert again["mean"]["psnr"] == pytest.approx(doc["result"]["mean"]["psnr"])

@@ -249,6 +249,9 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
             bad = [targets[t] for t in range(len(targets)) if not torch.isfinite(gen[:, t]).all()]
             raise EvaluationError(f"the model produced NaN or infinite values for object '{name}', target view(s) "
                                   f"{bad[:8]}; nothing was scored")
+        # what is scored is what is saved: a sampler's raw output may overshoot [-1, 1] (EDM samplers do not clip
+        # x̂0), and the PNGs, the metrics and the 3D consistency fit all see the image clamped to the valid range
+        gen = gen.clamp(-1, 1)
         nfe, t_sampling = nfe + result.nfe, t_sampling + result.seconds
         sub = _folder_name(name)
         in_paths = _save(given.images, out / "inputs" / sub, inputs)
