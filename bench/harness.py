@@ -296,6 +296,20 @@ def evaluate_row(preset: str, run_dir: Path, info: dict[str, Any], args: argpars
             "views": views, "objects": len(run["objects"]), "baseline": res.get("baseline", {}).get("mean")}
 
 
+class HarnessStopped(BaseException):
+    """A training run stopped on request (Ctrl-C): the harness stops too, instead of evaluating a half-trained run.
+    A ``BaseException`` so that the per-method error handling does not turn it into a failed row."""
+
+
+def stopped_early(run_dir: Path, planned_steps: int) -> bool:
+    """Whether the newest checkpoint of ``run_dir`` is before ``planned_steps`` (the trainer returns normally when
+    it is stopped on request, after saving a checkpoint)."""
+    from vantage.train.checkpoint import find_checkpoint
+
+    ckpt = find_checkpoint(run_dir)
+    return ckpt is None or int(ckpt.name.split("-")[-1]) < planned_steps
+
+
 def process(preset: str, args: argparse.Namespace, device: str, index: str) -> dict[str, Any]:
     """Train or load, then evaluate one preset; a failure becomes a row with ``error``."""
     from vantage.train.checkpoint import find_checkpoint
@@ -314,6 +328,11 @@ def process(preset: str, args: argparse.Namespace, device: str, index: str) -> d
             code, err = run_vantage(argv)
             if code:
                 raise RuntimeError(f"training failed: {err}")
+            planned = int(argv[argv.index("--steps") + 1])
+            if stopped_early(run_dir, planned):
+                say(f"{index} {preset}: training stopped before step {planned} (interrupted): stopping the harness; "
+                    f"the same command with --train resumes it")
+                raise HarnessStopped(preset)
             row["trained_s"] = round(time.perf_counter() - t0, 1)
         else:
             say(f"{index} {preset}: loading the existing run {run_dir} (--train to extend it)")
@@ -397,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     args.runs.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     say(f"{len(args.methods)} method(s) into {args.runs}, device {device}: {', '.join(args.methods)}")
-    rows = [process(p, args, device, f"({i}/{len(args.methods)})") for i, p in enumerate(args.methods, 1)]
+    try:
+        rows = [process(p, args, device, f"({i}/{len(args.methods)})") for i, p in enumerate(args.methods, 1)]
+    except HarnessStopped as e:
+        say(f"stopped while training {e}; nothing was evaluated or written after it")
+        return 130
     hw = hardware(device)
     settings = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "warmup": WARMUP_STEPS,
                 "precision": args.precision, "objects": args.objects, "steps": args.steps,

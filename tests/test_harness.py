@@ -194,3 +194,14 @@ def test_views_sheet_places_truth_and_each_methods_views(tmp_path):
     for i, k in ((1, 0), (2, 1)):
         assert [at(i, j) for j in range(4)] == [(255, 255, 255)] + [(0, 40 * v, 100 * k) for v in (1, 3, 5)]
     assert views_sheet([{"preset": "x", "error": "failed"}]) is None
+
+
+def test_a_run_stopped_before_its_planned_steps_is_detected(tmp_path):
+    """The trainer returns normally when stopped on request (after a checkpoint), so the harness compares the newest
+    checkpoint with the planned steps and stops instead of evaluating a half-trained run."""
+    from helpers import save_tiny_run
+
+    run = save_tiny_run(tmp_path / "run", "regression", harness.TINY["regression"])  # checkpoint step-000001
+    assert harness.stopped_early(run, 4) and not harness.stopped_early(run, 1)
+    assert harness.stopped_early(tmp_path / "empty", 1)  # no checkpoint at all
+    assert issubclass(harness.HarnessStopped, BaseException) and not issubclass(harness.HarnessStopped, Exception)
