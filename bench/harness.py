@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = [process(p, args, device, f"({i}/{len(args.methods)})") for i, p in enumerate(args.methods, 1)]
     except HarnessStopped as e:
-        say(f"stopped while training {e}; nothing was evaluated or written after it")
+        say(f"stopped while training {e}: no table or summary written this time; the same command with --train "
+            f"continues (finished runs and evaluations are reused)")
         return 130
     hw = hardware(device)
     settings = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "warmup": WARMUP_STEPS,
