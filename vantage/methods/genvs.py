@@ -63,7 +63,15 @@ from vantage.methods.base import (
     int_tuples,
 )
 from vantage.methods.genvs_sampling import GeNVSDenoiser, GeNVSPooled, as_view_set
-from vantage.nn.frustum import SPACINGS, FeatureField, FrustumEncoder, FrustumVolumes, scene_depth_check
+from vantage.nn.frustum import (
+    SPACINGS,
+    FeatureField,
+    FrustumEncoder,
+    FrustumVolumes,
+    check_finite_cameras,
+    scene_depth_check,
+    scene_near_far,
+)
 from vantage.nn.unet import UNet, UNetConfig
 from vantage.nn.volume_render import render_image, upsample
 
@@ -82,6 +90,10 @@ class GeNVSConfig(MethodConfig):
         volume_resolution: side ``h = w`` of the frustum's pixel grid (None: ``resolution``).
         near, far: camera-z range of the frustums and of rendering, world units. Defaults fit the synthetic
             data (cameras at radius 2.5 looking at objects inside a ball of radius 0.8 at the origin).
+        scene_radius: None (default): the constant ``near``/``far`` for every camera. A radius ``r`` (world
+            units): each camera's own range around a scene ball at the world origin, ``near = z0 − r`` (clamped
+            to at least ``0.01 r``) and ``far = z0 + r`` with ``z0`` the camera-z depth of the origin, for the
+            frustum volume of every input view and the rays of every target (near/far from the object bounds).
         depth_spacing: ``"linear"`` in depth or ``"disparity"`` (1/z) between near and far.
         mlp_hidden, mlp_layers: the field's decoder MLP.
         feature_channels: channels ``F`` of the rendered feature image (first 3: RGB; paper: 16).
@@ -112,6 +124,7 @@ class GeNVSConfig(MethodConfig):
     volume_resolution: int | None = None
     near: float = 1.5
     far: float = 3.5
+    scene_radius: float | None = None
     depth_spacing: str = "linear"
     mlp_hidden: int = 64
     mlp_layers: int = 2
@@ -149,6 +162,8 @@ class GeNVSConfig(MethodConfig):
     def __post_init__(self) -> None:
         if not 0 < self.near < self.far:
             raise ValueError(f"need 0 < near < far (camera-z distances), got near={self.near}, far={self.far}")
+        if self.scene_radius is not None and not float(self.scene_radius) > 0:
+            raise ValueError(f"scene_radius must be > 0 (world units) or None, got {self.scene_radius}")
         check_choice("depth_spacing", self.depth_spacing, SPACINGS)
         for name in ("encoder_ch_mult", "ch_mult"):
             check_unet_resolution(self.resolution, getattr(self, name), name)
@@ -181,6 +196,11 @@ def unet_config(config: GeNVSConfig) -> UNetConfig:
                       ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, attn_resolutions=c.attn_resolutions,
                       mid_attention=True, num_heads=c.num_heads, norm_groups=c.norm_groups, dropout=c.dropout,
                       emb_mode="film", block_emb_act=True, resample="conv", zero_init=True)
+
+
+def _field_of(field: FeatureField, vols: FrustumVolumes):
+    """``points (b, P, 3) -> (density, features)`` of ``vols`` (a FieldFn bound to these volumes)."""
+    return lambda pts: field(vols, pts)
 
 
 def _unet_call(net: UNet, x_in: Tensor, c_noise: Tensor, features: Tensor) -> Tensor:
@@ -233,9 +253,20 @@ class GeNVS(Method):
             raise ValueError(f"target cameras must have shape ({B},), got {tuple(target.shape)}")
         if not views.valid.any(dim=1).all():
             raise ValueError("genvs: every sample needs at least one valid input view")
+        check_finite_cameras(target, "target")
+        check_finite_cameras(views.cameras, "input", views.valid)
+        inputs = views.cameras[views.valid.to(views.cameras.c2w.device)]
         if (c := self.config).check_cameras:
-            scene_depth_check(target, c.near, c.far, "target")
-            scene_depth_check(views.cameras[views.valid.to(views.cameras.c2w.device)], c.near, c.far, "input")
+            scene_depth_check(target, c.near, c.far, "target", radius=c.scene_radius)
+            scene_depth_check(inputs, c.near, c.far, "input", radius=c.scene_radius)
+
+    def near_far(self, cameras: Cameras) -> tuple[float | Tensor, float | Tensor]:
+        """The camera-z range of ``cameras``: the config's ``(near, far)`` floats, or with ``scene_radius`` the
+        per-camera tensors of :func:`~vantage.nn.frustum.scene_near_far` (each of ``cameras.shape``)."""
+        c = self.config
+        if c.scene_radius is None:
+            return c.near, c.far
+        return scene_near_far(cameras, float(c.scene_radius))
 
     def encode(self, views: ViewSet) -> FrustumVolumes:
         """Frustum volumes ``(R, C, D, h, w)`` of the ``R`` valid views of ``views (B, N)`` (packed)."""
@@ -245,27 +276,33 @@ class GeNVS(Method):
         cams = views.cameras.to(dev)
         rows = Cameras(cams.c2w[b_idx, n_idx], cams.K[b_idx, n_idx], cams.width, cams.height)
         vols = self.encoder(images.float()).float()  # fp32 volumes (and poses) even under bf16 autocast
-        c = self.config
-        return FrustumVolumes.from_cameras(vols, rows, b_idx, views.batch_size, c.near, c.far, c.depth_spacing)
+        near, far = self.near_far(rows)
+        return FrustumVolumes.from_cameras(vols, rows, b_idx, views.batch_size, near, far, self.config.depth_spacing)
 
     def render(self, views: ViewSet, target: Cameras, *, generator: torch.Generator | None = None,
-               check: bool = True) -> dict[str, Tensor]:
+               check: bool = True, volumes: FrustumVolumes | None = None) -> dict[str, Tensor]:
         """Render the field of ``views (B, N)`` at ``target (B,)``.
 
         ``generator``: stratified jitter and importance uniforms (training); None: deterministic samples.
+        ``volumes``: the views' :meth:`encode` (e.g. from a cache); None: encode them here.
         Returns ``{"features" (B, F, H, W) upsampled to the image size, "rgb" (B, 3, h, w), "opacity"
         (B, 1, h, w), "depth" (B, 1, h, w)}`` at the render resolution ``h`` (depth: camera-z, 0 where empty).
         """
         if check:
             self.check_inputs(views, target)
         c = self.config
-        vols = self.encode(views)
+        vols = self.encode(views) if volumes is None else volumes
+        if vols.batch_size != target.shape[0]:
+            raise ValueError(f"the volumes hold {vols.batch_size} samples but there are {target.shape[0]} targets")
         dev = vols.volumes.device
         with torch.autocast(dev.type, enabled=False):  # projection and compositing in fp32 (bf16 is ~0.5 px off)
-            out = render_image(lambda pts: self.field(vols, pts), target.to(dev), near=c.near, far=c.far,
+            tgt = target.to(dev)
+            near, far = self.near_far(tgt)
+            out = render_image(lambda pts: self.field(vols, pts), tgt, near=near, far=far,
                                n_coarse=c.samples_stratified, n_fine=c.samples_importance,
                                background=self.background(dev), resolution=c.render_resolution,
-                               chunk=c.render_chunk, generator=generator, use_checkpoint=c.checkpoint_render)
+                               chunk=c.render_chunk, generator=generator, use_checkpoint=c.checkpoint_render,
+                               subset=lambda idx: _field_of(self.field, vols.samples(idx)))
         feats = out["features"]
         return {"features": upsample(feats, c.resolution), "rgb": feats[:, :3], "opacity": out["opacity"],
                 "depth": out["depth"]}

@@ -15,6 +15,10 @@ over input views). Points outside every input frustum have density 0 and zero fe
 Volumes of a ragged batch are *packed*: only the ``R`` valid views of a ``(B, N)`` set are encoded,
 each row remembers its sample (``batch_index``), so padding slots never cost time or leak into the
 result (:class:`FrustumVolumes`).
+
+Depth range: one ``near``/``far`` pair for every view, or one per view (tensors ``(R,)``, e.g. from
+:func:`scene_near_far`: each camera's range around a scene ball, "near/far from the object bounds").
+:func:`check_finite_cameras` and :func:`scene_depth_check` refuse poses GeNVS cannot use.
 """
 
 from __future__ import annotations
@@ -30,13 +34,20 @@ from vantage.cameras import Cameras
 from vantage.nn.unet import UNetBackbone
 
 __all__ = ["SPACINGS", "depth_planes", "depth_to_grid", "FrustumEncoder", "FrustumVolumes", "sample_volumes",
-           "FeatureField", "scene_depth_check"]
+           "FeatureField", "scene_near_far", "check_finite_cameras", "scene_depth_check"]
 
 SPACINGS = ("linear", "disparity")
 
+#: with a scene radius, near is clamped to at least this fraction of the radius (a camera inside the scene ball)
+MIN_NEAR_FRACTION = 0.01
 
-def _check_range(near: float, far: float, spacing: str) -> None:
-    if not 0 < near < far:
+
+def _check_range(near: float | Tensor, far: float | Tensor, spacing: str) -> None:
+    if isinstance(near, Tensor) or isinstance(far, Tensor):
+        n, f = torch.as_tensor(near), torch.as_tensor(far)
+        if not (torch.isfinite(n).all() and torch.isfinite(f).all() and (n > 0).all() and (f > n).all()):
+            raise ValueError("need finite 0 < near < far (camera-z distances) for every view")
+    elif not 0 < near < far:
         raise ValueError(f"need 0 < near < far (camera-z distances), got near={near}, far={far}")
     if spacing not in SPACINGS:
         raise ValueError(f"depth spacing must be one of {SPACINGS}, got {spacing!r}")
@@ -56,9 +67,10 @@ def depth_planes(near: float, far: float, depth: int, spacing: str = "linear", *
     return z.to(dtype=dtype, device=device)
 
 
-def depth_to_grid(z: Tensor, near: float, far: float, spacing: str = "linear") -> Tensor:
+def depth_to_grid(z: Tensor, near: float | Tensor, far: float | Tensor, spacing: str = "linear") -> Tensor:
     """Camera-z depth ``(...)`` -> normalised depth coordinate of ``grid_sample`` (``align_corners=False``):
-    ``−1`` at ``near``, ``+1`` at ``far``, linear in depth or disparity. Depths ``<= 0`` map far outside."""
+    ``−1`` at ``near``, ``+1`` at ``far``, linear in depth or disparity. Depths ``<= 0`` map far outside.
+    ``near``/``far``: floats or tensors broadcastable to ``z``."""
     if spacing == "linear":
         s = (z - near) / (far - near)
     else:
@@ -114,7 +126,8 @@ class FrustumVolumes:
         width, height: the input image size the intrinsics refer to (the volume spans the whole image).
         batch_index: ``(R,)`` long, the sample of each row.
         batch_size: ``B``.
-        near, far, spacing: the depth range and spacing of the planes (:func:`depth_planes`).
+        near, far, spacing: the depth range and spacing of the planes (:func:`depth_planes`): floats for every
+            row, or ``(R,)`` tensors (one camera-z range per view).
     """
 
     volumes: Tensor
@@ -124,19 +137,70 @@ class FrustumVolumes:
     height: int
     batch_index: Tensor
     batch_size: int
-    near: float
-    far: float
+    near: float | Tensor
+    far: float | Tensor
     spacing: str = "linear"
 
     @classmethod
-    def from_cameras(cls, volumes: Tensor, cameras: Cameras, batch_index: Tensor, batch_size: int, near: float,
-                     far: float, spacing: str = "linear") -> FrustumVolumes:
-        """Build from the ``(R,)`` source :class:`Cameras` of the rows (inverts their poses once)."""
+    def from_cameras(cls, volumes: Tensor, cameras: Cameras, batch_index: Tensor, batch_size: int,
+                     near: float | Tensor, far: float | Tensor, spacing: str = "linear") -> FrustumVolumes:
+        """Build from the ``(R,)`` source :class:`Cameras` of the rows (inverts their poses once); ``near``/``far``
+        floats or ``(R,)`` tensors."""
         _check_range(near, far, spacing)
-        if tuple(cameras.shape) != (volumes.shape[0],):
-            raise ValueError(f"need one camera per volume ({volumes.shape[0]},), got {tuple(cameras.shape)}")
+        R = volumes.shape[0]
+        if tuple(cameras.shape) != (R,):
+            raise ValueError(f"need one camera per volume ({R},), got {tuple(cameras.shape)}")
+        rng = []
+        for name, v in (("near", near), ("far", far)):
+            if isinstance(v, Tensor):
+                if tuple(v.shape) != (R,):
+                    raise ValueError(f"per-view {name} must have shape ({R},), got {tuple(v.shape)}")
+                rng.append(v.to(volumes))
+            else:
+                rng.append(float(v))
         return cls(volumes, cameras.w2c.to(volumes), cameras.K.to(volumes), cameras.width, cameras.height,
-                   batch_index.to(volumes.device), int(batch_size), float(near), float(far), spacing)
+                   batch_index.to(volumes.device), int(batch_size), rng[0], rng[1], spacing)
+
+    def _rows(self, rows: Tensor, batch_index: Tensor, batch_size: int) -> FrustumVolumes:
+        pick = [v[rows] if isinstance(v, Tensor) else v for v in (self.near, self.far)]
+        return FrustumVolumes(self.volumes[rows], self.w2c[rows], self.K[rows], self.width, self.height, batch_index,
+                              batch_size, pick[0], pick[1], self.spacing)
+
+    def samples(self, index: Tensor | Sequence[int]) -> FrustumVolumes:
+        """The volumes of samples ``index (b,)`` (in that order, repeats allowed) as a batch of ``b`` samples."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.batch_index.device).flatten()
+        match = self.batch_index[None, :] == index[:, None]  # (b, R)
+        new_b, rows = match.nonzero(as_tuple=True)  # row-major: grouped by new sample, rows in their order
+        return self._rows(rows, new_b, int(index.numel()))
+
+    @staticmethod
+    def cat(parts: Sequence[FrustumVolumes]) -> FrustumVolumes:
+        """Concatenate batches (sample ``b`` of part ``i`` becomes sample ``offset_i + b``); the parts share image
+        size and spacing, and either all have float ranges (equal) or all per-view tensors."""
+        if not parts:
+            raise ValueError("FrustumVolumes.cat needs at least one part")
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        offsets, total = [], 0
+        for p in parts:
+            if (p.width, p.height, p.spacing) != (first.width, first.height, first.spacing):
+                raise ValueError("FrustumVolumes.cat: parts differ in image size or depth spacing")
+            offsets.append(total)
+            total += p.batch_size
+        rng = []
+        for name in ("near", "far"):
+            values = [getattr(p, name) for p in parts]
+            if all(isinstance(v, Tensor) for v in values):
+                rng.append(torch.cat(values))
+            elif not any(isinstance(v, Tensor) for v in values) and len(set(values)) == 1:
+                rng.append(values[0])
+            else:
+                raise ValueError(f"FrustumVolumes.cat: parts have different {name} ranges")
+        return FrustumVolumes(torch.cat([p.volumes for p in parts]), torch.cat([p.w2c for p in parts]),
+                              torch.cat([p.K for p in parts]), first.width, first.height,
+                              torch.cat([p.batch_index + o for p, o in zip(parts, offsets)]), total, rng[0], rng[1],
+                              first.spacing)
 
 
 def sample_volumes(vols: FrustumVolumes, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -160,7 +224,8 @@ def sample_volumes(vols: FrustumVolumes, points: Tensor) -> tuple[Tensor, Tensor
     zs = torch.where(z.abs() > 1e-9, z, torch.full_like(z, 1e-9))
     gx = 2.0 * pix[..., 0] / zs / vols.width - 1.0  # pixel centres at +0.5 <-> align_corners=False
     gy = 2.0 * pix[..., 1] / zs / vols.height - 1.0
-    gz = depth_to_grid(z, vols.near, vols.far, vols.spacing)
+    near, far = (v[:, None] if isinstance(v, Tensor) else v for v in (vols.near, vols.far))  # (R, 1) or float
+    gz = depth_to_grid(z, near, far, vols.spacing)
     grid = torch.stack([gx, gy, gz], dim=-1)  # (R, P, 3) as (x -> w, y -> h, z -> D)
     inside = (z > 0) & (grid.abs() <= 1.0).all(dim=-1)
     out = F.grid_sample(vols.volumes, grid[:, None, None], mode="bilinear", padding_mode="zeros",
@@ -214,16 +279,60 @@ class FeatureField(nn.Module):
         return pooled[..., 0], pooled[..., 1:]
 
 
-def scene_depth_check(cameras: Cameras, near: float, far: float, what: str) -> None:
+def _origin_depth(c2w: Tensor) -> Tensor:
+    """Camera-z depth ``(...)`` of the world origin for OpenCV camera-to-world poses ``(..., 4, 4)``:
+    ``−forward · centre``."""
+    return -(c2w[..., :3, 2] * c2w[..., :3, 3]).sum(-1)
+
+
+def scene_near_far(cameras: Cameras, radius: float) -> tuple[Tensor, Tensor]:
+    """Per-camera depth range of a scene ball of ``radius`` at the world origin: ``(near, far)``, each of
+    ``cameras.shape``: ``far = z0 + radius``, ``near = max(z0 − radius, MIN_NEAR_FRACTION · radius)`` with
+    ``z0`` the camera-z depth of the origin (OpenCV cameras: ``z0 = −forward · centre``). A camera inside the
+    ball gets ``near`` clamped to that small positive value; :func:`scene_depth_check` (with ``radius``)
+    refuses cameras that do not have the origin in front of them."""
+    if not radius > 0:
+        raise ValueError(f"scene radius must be > 0, got {radius}")
+    z0 = _origin_depth(cameras.c2w)
+    return (z0 - radius).clamp_min(MIN_NEAR_FRACTION * radius), z0 + radius
+
+
+def check_finite_cameras(cameras: Cameras, what: str, valid: Tensor | None = None) -> None:
+    """Raise, naming the tensor and the first bad camera, when a pose (``c2w``) or intrinsics (``K``) entry is
+    NaN or infinite (NaN fails every comparison, so range checks alone would let it through; ``Cameras()``
+    validates its tensors, but one changed in place is not re-checked). ``valid`` (bool, ``cameras.shape``):
+    check only those cameras (numbered in that order, as :func:`scene_depth_check` numbers them)."""
+    for name, t in (("pose (c2w)", cameras.c2w), ("intrinsics (K)", cameras.K)):
+        if valid is not None:
+            t = t[valid.to(t.device)]
+        flat = ~torch.isfinite(t.reshape(-1, *t.shape[-2:])).flatten(1).all(-1)  # (number of cameras,)
+        if flat.any():
+            i = int(flat.nonzero()[0, 0])
+            raise ValueError(f"genvs: the {what} camera {i} has a non-finite {name} (NaN or inf); check the poses "
+                             f"of this data")
+
+
+def scene_depth_check(cameras: Cameras, near: float, far: float, what: str, *, radius: float | None = None) -> None:
     """Raise when a camera does not see the scene centre (the world origin) between ``near`` and ``far``.
 
     GeNVS only samples and stores the space between the near and far planes of every camera; an
     object-centred scene at the origin must lie inside that range. A camera whose origin-depth is
     ``<= near`` is *inside* the near plane of the scene (a missing/identity pose puts the camera at
-    the origin itself). ``cameras`` has any shape; ``what`` names them in the message.
+    the origin itself). ``cameras`` has any shape; ``what`` names them in the message. Non-finite poses
+    or intrinsics are refused first (:func:`check_finite_cameras`). With ``radius`` (per-camera ranges,
+    :func:`scene_near_far`) the check is that the origin lies in front of the camera, beyond the clamped near.
     """
-    c2w = cameras.c2w.reshape(-1, 4, 4).double()
-    z0 = -(c2w[:, :3, 2] * c2w[:, :3, 3]).sum(-1)  # camera-z of the world origin: −forward · centre
+    check_finite_cameras(cameras, what)
+    z0 = _origin_depth(cameras.c2w.reshape(-1, 4, 4).double())
+    if radius is not None:
+        bad = (z0 <= MIN_NEAR_FRACTION * radius).nonzero().flatten().tolist()
+        if bad:
+            i = bad[0]
+            raise ValueError(f"genvs: {what} camera {i} sees the scene centre (world origin) at depth "
+                             f"{float(z0[i]):.3g}: it is not in front of the camera (scene_radius={radius:g} sets "
+                             f"each camera's near/far around it; a missing or identity pose also gives this: GeNVS "
+                             f"needs real camera poses)")
+        return
     bad = ((z0 <= near) | (z0 >= far)).nonzero().flatten().tolist()
     if bad:
         i = bad[0]

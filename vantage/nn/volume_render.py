@@ -20,6 +20,10 @@ weights by inverse transform sampling (NeRF's hierarchical sampling, with one fi
 in GeNVS); the field is evaluated once at every depth and all ``n_coarse + n_fine`` are composited.
 :func:`render_image` renders whole images in chunks of rays (bounding memory), optionally at a lower
 resolution, with every random draw made up front from one generator.
+
+Near and far are either one float pair for the whole batch or per-sample tensors ``(B,)`` (GeNVS's
+``scene_radius``: each camera's own range around the scene); the float path is computed exactly as
+before the tensor path existed.
 """
 
 from __future__ import annotations
@@ -33,10 +37,22 @@ from torch.utils.checkpoint import checkpoint
 
 from vantage.cameras import Cameras
 
-__all__ = ["FieldFn", "camera_rays", "sample_pdf", "composite", "render_rays", "render_image", "upsample"]
+__all__ = ["FieldFn", "Range", "camera_rays", "sample_pdf", "composite", "render_rays", "render_image", "upsample"]
 
 #: ``field(points (B, P, 3)) -> (density (B, P), features (B, P, F))``
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+#: a near or far camera-z distance: one float for every ray, or a tensor (per sample, see each function)
+Range = float | Tensor
+
+
+def _per_sample(value: Range, B: int, like: Tensor, name: str) -> Tensor:
+    """``(B,)`` tensor of ``value`` (a float, or a ``(B,)`` tensor checked for shape), dtype/device of ``like``."""
+    if not isinstance(value, Tensor):
+        return torch.full((B,), float(value), dtype=like.dtype, device=like.device)
+    if tuple(value.shape) != (B,):
+        raise ValueError(f"per-sample {name} must have shape ({B},), got {tuple(value.shape)}")
+    return value.to(device=like.device, dtype=like.dtype)
 
 
 def camera_rays(cameras: Cameras) -> tuple[Tensor, Tensor, Tensor]:
@@ -76,7 +92,7 @@ def sample_pdf(edges: Tensor, weights: Tensor, u: Tensor) -> Tensor:
         return e_lo + t * (e_hi - e_lo)
 
 
-def composite(density: Tensor, features: Tensor, z: Tensor, near: float, far: float, scale: Tensor,
+def composite(density: Tensor, features: Tensor, z: Tensor, near: Range, far: Range, scale: Tensor,
               background: Tensor) -> dict[str, Tensor]:
     """Alpha-composite sorted samples along rays (module docstring).
 
@@ -84,13 +100,14 @@ def composite(density: Tensor, features: Tensor, z: Tensor, near: float, far: fl
         density: ``(..., S)`` σ per world unit (>= 0).
         features: ``(..., S, F)``.
         z: ``(..., S)`` sorted camera-z depths in ``[near, far]``.
+        near, far: floats, or tensors broadcastable to ``(..., 1)`` (e.g. ``(B, 1, 1)`` for ``z (B, P, S)``).
         scale: ``(...)`` world length per unit depth of each ray.
         background: ``(F,)`` feature composited behind the field.
 
     Returns ``{"features" (..., F), "opacity" (...), "depth" (...), "weights" (..., S)}``.
     """
-    nr = torch.full_like(z[..., :1], near)
-    fr = torch.full_like(z[..., :1], far)
+    nr = near.to(z).expand_as(z[..., :1]) if isinstance(near, Tensor) else torch.full_like(z[..., :1], near)
+    fr = far.to(z).expand_as(z[..., :1]) if isinstance(far, Tensor) else torch.full_like(z[..., :1], far)
     edges = torch.cat([nr, 0.5 * (z[..., 1:] + z[..., :-1]), fr], dim=-1)
     delta = (edges[..., 1:] - edges[..., :-1]).clamp_min(0.0) * scale[..., None]
     tau = density * delta  # optical depth of each interval
@@ -103,10 +120,12 @@ def composite(density: Tensor, features: Tensor, z: Tensor, near: float, far: fl
     return {"features": feats, "opacity": opacity, "depth": depth, "weights": w}
 
 
-def render_rays(field: FieldFn, origins: Tensor, dirs: Tensor, scale: Tensor, *, near: float, far: float,
+def render_rays(field: FieldFn, origins: Tensor, dirs: Tensor, scale: Tensor, *, near: Range, far: Range,
                 n_coarse: int, n_fine: int, background: Tensor, jitter: Tensor | None = None,
                 u_fine: Tensor | None = None) -> dict[str, Tensor]:
     """Render rays ``(B, P, 3)`` (origins, camera-z-scaled ``dirs``; ``scale (B, P)``) through ``field``.
+
+    ``near``/``far``: camera-z range, floats for every ray or ``(B,)`` tensors (one range per sample).
 
     ``jitter (B, P, n_coarse)`` in [0, 1) places each stratified sample in its bin (None: bin centres);
     ``u_fine (B, P, n_fine)`` are the uniforms of the importance samples (None: ``(k + 0.5)/n_fine``).
@@ -115,9 +134,15 @@ def render_rays(field: FieldFn, origins: Tensor, dirs: Tensor, scale: Tensor, *,
     """
     B, P = origins.shape[:2]
     dev, dt = origins.device, origins.dtype
-    edges = torch.linspace(near, far, n_coarse + 1, dtype=dt, device=dev)
+    if isinstance(near, Tensor) or isinstance(far, Tensor):  # one range per sample: edges (B, 1, n_coarse + 1)
+        nr, fr = _per_sample(near, B, origins, "near"), _per_sample(far, B, origins, "far")
+        t = torch.linspace(0.0, 1.0, n_coarse + 1, dtype=dt, device=dev)
+        edges = (nr[:, None] + (fr - nr)[:, None] * t)[:, None, :]
+        near, far = nr[:, None, None], fr[:, None, None]  # (B, 1, 1), broadcast by composite
+    else:
+        edges = torch.linspace(near, far, n_coarse + 1, dtype=dt, device=dev)
     offset = torch.full((n_coarse,), 0.5, dtype=dt, device=dev) if jitter is None else jitter.to(dev, dt)
-    z = edges[:-1] + offset * (edges[1:] - edges[:-1])  # (n_coarse,) or (B, P, n_coarse)
+    z = edges[..., :-1] + offset * (edges[..., 1:] - edges[..., :-1])  # (n_coarse,) or (B, P, n_coarse)
     z = z.expand(B, P, n_coarse)
 
     def query(zz: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,16 +165,22 @@ def render_rays(field: FieldFn, origins: Tensor, dirs: Tensor, scale: Tensor, *,
     return out
 
 
-def render_image(field: FieldFn, cameras: Cameras, *, near: float, far: float, n_coarse: int, n_fine: int,
+def render_image(field: FieldFn, cameras: Cameras, *, near: Range, far: Range, n_coarse: int, n_fine: int,
                  background: Tensor, resolution: int | None = None, chunk: int = 4096,
-                 generator: torch.Generator | None = None, use_checkpoint: bool = False) -> dict[str, Tensor]:
+                 generator: torch.Generator | None = None, use_checkpoint: bool = False,
+                 subset: Callable[[Tensor], FieldFn] | None = None) -> dict[str, Tensor]:
     """Render the field at ``cameras (B,)``.
 
     Args:
         field: ``field(points (B, P, 3)) -> (density (B, P), features (B, P, F))``.
+        near, far: camera-z range of every ray: floats, or ``(B,)`` tensors (one range per camera).
         resolution: render ``resolution x resolution`` pixels (the cameras are resized, so the image
             covers the same view); None: the cameras' own size.
-        chunk: at most this many rays (over the whole batch) per field evaluation.
+        chunk: at most this many rays (over the whole batch) per field evaluation. With ``B <= chunk``
+            every call takes all ``B`` samples and ``chunk // B`` rays of each; with ``B > chunk`` it takes
+            ``chunk`` samples (one ray each), which needs ``subset``.
+        subset: ``subset(samples (b,) long) -> FieldFn`` of those samples only (points ``(b, P, 3)``); needed
+            only when ``B > chunk`` (a ``ValueError`` otherwise).
         generator: stratified jitter and importance uniforms are drawn from it (on its device), all
             up front in the order (jitter ``(B, P, n_coarse)``, uniforms ``(B, P, n_fine)``); None:
             deterministic bin centres and evenly spaced uniforms.
@@ -171,7 +202,33 @@ def render_image(field: FieldFn, cameras: Cameras, *, near: float, far: float, n
         jitter = torch.rand(B, P, n_coarse, generator=generator, device=gdev).to(origins.device)
         if n_fine:
             u_fine = torch.rand(B, P, n_fine, generator=generator, device=gdev).to(origins.device)
-    step = max(1, chunk // max(B, 1))
+    if B <= chunk:
+        feats, opacity, depth = _render_chunks(field, origins, dirs, scale, jitter, u_fine, near, far,
+                                               step=max(1, chunk // max(B, 1)), n_coarse=n_coarse, n_fine=n_fine,
+                                               background=background, use_checkpoint=use_checkpoint)
+    else:  # more cameras than rays per chunk: groups of `chunk` samples, one ray of each per call
+        if subset is None:
+            raise ValueError(f"render_image: {B} cameras but chunk={chunk} rays per field call; a chunk of at most "
+                             f"{chunk} rays needs subset= (the field of a subset of the samples) or a larger chunk")
+        groups = []
+        for g0 in range(0, B, chunk):
+            idx = torch.arange(g0, min(B, g0 + chunk), device=origins.device)
+            sel = slice(g0, g0 + chunk)
+            groups.append(_render_chunks(
+                subset(idx), origins[sel], dirs[sel], scale[sel], None if jitter is None else jitter[sel],
+                None if u_fine is None else u_fine[sel], near if not isinstance(near, Tensor) else near[sel],
+                far if not isinstance(far, Tensor) else far[sel], step=1, n_coarse=n_coarse, n_fine=n_fine,
+                background=background, use_checkpoint=use_checkpoint))
+        feats, opacity, depth = (torch.cat(parts, dim=0) for parts in zip(*groups))
+    return {"features": feats.transpose(1, 2).reshape(B, -1, h, w), "opacity": opacity.reshape(B, 1, h, w),
+            "depth": depth.reshape(B, 1, h, w)}
+
+
+def _render_chunks(field: FieldFn, origins: Tensor, dirs: Tensor, scale: Tensor, jitter: Tensor | None,
+                   u_fine: Tensor | None, near: Range, far: Range, *, step: int, n_coarse: int, n_fine: int,
+                   background: Tensor, use_checkpoint: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Render rays ``(b, P, ·)`` in chunks of ``step`` rays per sample: ``(features (b, P, F), opacity (b, P),
+    depth (b, P))``."""
     outs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def run(o: Tensor, d: Tensor, s: Tensor, j: Tensor | None, u: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -179,7 +236,7 @@ def render_image(field: FieldFn, cameras: Cameras, *, near: float, far: float, n
                         background=background, jitter=j, u_fine=u)
         return r["features"], r["opacity"], r["depth"]
 
-    for lo in range(0, P, step):
+    for lo in range(0, scale.shape[1], step):
         sl = slice(lo, lo + step)
         args = (origins[:, sl], dirs[:, sl], scale[:, sl], None if jitter is None else jitter[:, sl],
                 None if u_fine is None else u_fine[:, sl])
@@ -187,9 +244,7 @@ def render_image(field: FieldFn, cameras: Cameras, *, near: float, far: float, n
             outs.append(checkpoint(run, *args, use_reentrant=False))
         else:
             outs.append(run(*args))
-    feats, opacity, depth = (torch.cat(parts, dim=1) for parts in zip(*outs))
-    return {"features": feats.transpose(1, 2).reshape(B, -1, h, w), "opacity": opacity.reshape(B, 1, h, w),
-            "depth": depth.reshape(B, 1, h, w)}
+    return tuple(torch.cat(parts, dim=1) for parts in zip(*outs))  # type: ignore[return-value]
 
 
 def upsample(image: Tensor, size: int) -> Tensor:
