@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from reference import load_reference
+from reference import REF, load_reference
 
 from vantage.cameras import Cameras, ring_cameras
 from vantage.data.views import ViewSet
@@ -330,6 +330,56 @@ def test_two_training_steps_and_preview(tmp_path):
     assert (tmp_path / "run" / "samples" / "step-000002.png").is_file()
 
 
+def _write_nmr_object(d, ring: Cameras, seed: int) -> None:
+    """One object in the NMR/DVR layout (``image/NNNN.png`` + ``cameras.npz``, stored world +y up), as
+    ``tests/test_formats_nmr.py`` writes it."""
+    import numpy as np
+    from PIL import Image
+
+    from vantage.data.formats.common import up_to_z_rotation
+
+    (d / "image").mkdir(parents=True)
+    world_mat, camera_mat = Cameras(up_to_z_rotation("+y").T.float() @ ring.c2w, ring.K, 16, 16).to_nmr()
+    rng = np.random.default_rng(seed)
+    for i in range(len(ring)):
+        img = np.full((16, 16, 3), 255, np.uint8)
+        img[4:12, 4:12] = rng.integers(0, 255, (8, 8, 3))
+        Image.fromarray(img).save(d / "image" / f"{i:04d}.png")
+    np.savez(d / "cameras.npz", **{f"world_mat_{i}": world_mat[i].double().numpy() for i in range(len(ring))},
+             **{f"camera_mat_{i}": camera_mat[i].double().numpy() for i in range(len(ring))})
+
+
+def test_vantage_train_on_an_nmr_folder(tmp_path, capsys):
+    """The issue's "NMR-format data": ``vantage train --data <NMR folder>`` with a tiny config."""
+    from vantage.cli.main import main
+    from vantage.data.formats import open_dataset
+    from vantage.train import load_checkpoint, read_stats
+
+    ring = ring_cameras(24, resolution=16, radius=2.732, fov_deg=2 * math.degrees(math.atan(1 / 2.1875)))
+    for seed, name in enumerate(("02958343/car1", "03001627/chair1")):
+        _write_nmr_object(tmp_path / "nmr" / name, ring, seed)
+    run = tmp_path / "run"
+    tiny = ["--set", "resolution=16", "--set", "ch=8", "--set", "ch_mult=[1,2]", "--set", "attn_resolutions=[8]",
+            "--set", "norm_groups=4", "--set", "preview_steps=2", "--set", "preview_count=2"]
+    assert main(["train", "viewfusion-shapes32", "--data", str(tmp_path / "nmr"), "--out", str(run), "--steps", "2",
+                 "--batch", "2", "--set", "train.log_every=1", "--set", "train.num_workers=0",
+                 "--set", "train.progress=false", "--set", "train.tensorboard=false", *tiny]) == 0
+    capsys.readouterr()
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["format_name"] == "nmr" and data["num_scenes"] == 2
+    stats = read_stats(run)
+    assert [r["step"] for r in stats] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 and r["skipped_steps"] == 0 for r in stats)
+    assert (run / "checkpoints" / "step-000002" / "model.safetensors").is_file()
+    back = load_checkpoint(run)
+    assert isinstance(back, ViewFusion) and back.config.resolution == 16
+    # the angle comes from the NMR cameras: ring view i is 2πi/24, as on the synthetic ring
+    obj = open_dataset(tmp_path / "nmr").load(0, views=[0, 5, 17])
+    angle, _ = back.angles(_views(obj.images[None, :1], torch.ones(1, 1, dtype=torch.bool), obj.cameras[None, :1]),
+                           obj.cameras[1:2])
+    assert angle.item() == pytest.approx(2 * math.pi * 5 / 24, abs=1e-4)
+
+
 def test_autoregressive_orbit_composes_the_growing_set():
     from vantage.sampling import autoregressive_orbit
 
@@ -402,6 +452,12 @@ def test_convert_cli_round_trip(ref, tmp_path, capsys):
     assert main(["convert", "viewfusion", str(path), "--out", str(tmp_path / "c"), "--set", "ch=32"]) == 2
     assert "contradicts the weights" in capsys.readouterr().err
     assert main(["convert", "viewfusion", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "d")]) == 2
+    capsys.readouterr()
+    # the fixture file itself also records inputs and outputs: unexpected keys (docs/viewfusion.md, Released weights)
+    assert main(["convert", "viewfusion", str(REF / "viewfusion_unet.safetensors"), "--out", str(tmp_path / "e"),
+                 "--set", "resolution=32", "--set", "norm_groups=8"]) == 2
+    err = capsys.readouterr().err
+    assert "unexpected keys: in." in err and "out.noise_hat" in err and "state." not in err
 
 
 def test_weight_recorder_keeps_the_weights_of_the_views_composed():
@@ -452,3 +508,22 @@ def test_angles_outside_one_turn_are_wrapped():
     want = torch.tensor([330.0, 30.0, 0.0, 0.0]).deg2rad()
     assert ((got >= 0) & (got < 2 * math.pi)).all()
     assert (torch.remainder(got - want + math.pi, 2 * math.pi) - math.pi).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["absolute", "relative"])
+def test_an_explicit_angle_is_wrapped_like_a_camera_angle(mode):
+    m = _perturbed(_tiny(angle_mode=mode))
+    images, valid, x, sigma = _random_case()
+    views = _views(images, valid)
+    a = [0.4, 2.5, 6.0]  # Python floats and float64 tensors: wrapping happens before rounding to float32
+    with torch.no_grad():
+        base = m.compose(x, sigma, views, angle=a)
+        for turned in ([v + 2 * math.pi for v in a], torch.tensor(a, dtype=torch.float64) - 2 * math.pi,
+                       [v + 6 * math.pi for v in a]):
+            other = m.compose(x, sigma, views, angle=turned)
+            assert torch.equal(other.eps, base.eps) and torch.equal(other.weights, base.weights)
+        # the angle matters (so the equality above is not vacuous), and an in-range angle is used as given
+        assert not torch.allclose(m.compose(x, sigma, views, angle=[v + 1.0 for v in a]).eps, base.eps, atol=1e-4)
+        cams = _targets([3, 10, 17], 16)
+        from_cams, _ = m.angles(views, cams)
+        assert torch.equal(m.compose(x, sigma, views, cams).eps, m.compose(x, sigma, views, angle=from_cams).eps)

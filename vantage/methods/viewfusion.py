@@ -39,6 +39,7 @@ Presets (``vantage train --list``, parameter counts in ``docs/viewfusion.md``): 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,7 @@ from vantage.methods.viewfusion_compose import (
     compose,
     pack_rows,
     target_angle,
+    wrap_angle,
 )
 from vantage.methods.viewfusion_convert import infer_unet_fields, map_reference_state, unwrap_reference_state
 from vantage.methods.viewfusion_sampling import ViewFusionDenoiser, ViewFusionSingleView, composed_strategy
@@ -260,7 +262,8 @@ class ViewFusion(Method):
                 angle: Tensor | None = None) -> Composition:
         """σ-space: composed noise ``ε̂ (B, 3, H, W)`` and weights ``(B, N, 3, H, W)`` for the noisy target
         ``x = x0 + σ·ε`` (``x``, images in [−1, 1] units), conditioning ``views`` ``(B, N)`` and the
-        ``target`` cameras ``(B,)`` (or an explicit ``angle (B,)`` in radians, overriding them)."""
+        ``target`` cameras ``(B,)`` (or an explicit ``angle (B,)`` in radians, overriding them; wrapped into
+        ``[0, 2π)`` like the camera-derived angles, so ``a`` and ``a ± 2π`` give the same result)."""
         check_views(x, views.images, views.valid, self.config.resolution)
         s = broadcast_sigma(sigma, x).to(torch.float32 if x.device.type == "mps" else torch.float64) / self.scale
         gamma = 1 / (1 + s * s)
@@ -269,7 +272,9 @@ class ViewFusion(Method):
                 raise ValueError("give the target cameras (B,) or an explicit angle (B,)")
             angle, ref = self.angles(views, target)
         else:
-            angle = torch.as_tensor(angle, dtype=torch.float32, device=x.device).reshape(-1)
+            wide = torch.float32 if x.device.type == "mps" else torch.float64  # wrap before rounding to float32
+            angle = wrap_angle(torch.as_tensor(angle, dtype=wide, device=x.device).reshape(-1)).float()
+            angle = torch.where(angle >= 2 * math.pi, torch.zeros_like(angle), angle)  # 2π − δ rounded up: angle 0
             ref = views.valid.float().argmax(dim=1) if self.config.angle_mode == "relative" else None
             if angle.shape != (x.shape[0],):
                 raise ValueError(f"angle must hold one value per sample ({x.shape[0]},), got {tuple(angle.shape)}")
