@@ -417,6 +417,43 @@ def test_encoder_runs_once_per_sampling_loop():
     assert m.render_conditioning(strat.last_cond)["rgb"].shape == (1, 3, 16, 16)
 
 
+def test_fixed_input_views_are_encoded_once_across_targets(tmp_path):
+    from vantage.cli.sample_outputs import write_field_renders
+
+    m = randomize(tiny(), std=0.05).eval()
+    calls = []
+    m.encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    obj = ToyDataset(1, 8, 16).load(0)
+    cams = obj.cameras
+    views = view_set(obj.images[None, :2], cams[None, :2], torch.tensor([[True, True]]))
+    den = m.single_view_denoiser()
+    with torch.no_grad():
+        feats = [den.prepare(ViewSetCond(views, cams[[t]])) for t in (3, 4, 5)]  # one set, three targets
+        assert calls == [2] and den.renders == 3 and den.volume_cache.encodes == 1
+        calls.clear()
+        direct = m.render(views, cams[[4]])["features"]
+        assert calls == [2] and torch.allclose(feats[1], direct, atol=1e-6)
+        calls.clear()
+        # a batch holding the same set three times (and a padding slot that differs) is encoded once, and hits
+        padded = view_set(torch.cat([obj.images[None, :2], torch.rand(1, 1, 3, 16, 16)], 1),
+                          Cameras.cat([cams[:2], cams[6:7]])[None], torch.tensor([[True, True, False]]))
+        trio = ViewSetCond(ViewSet(images=padded.images.expand(3, -1, -1, -1, -1), cameras=padded.cameras[[0, 0, 0]],
+                                   valid=padded.valid.expand(3, -1), view_ids=padded.view_ids.expand(3, -1)),
+                           cams[[1, 6, 7]])
+        batched = den.prepare(trio)
+        assert calls == [] and torch.allclose(batched[1:2], den.prepare(ViewSetCond(views, cams[[6]])), atol=1e-6)
+        fresh = m.single_view_denoiser()
+        fresh.prepare(trio)
+        assert calls == [2]  # three copies of one set: one encoder call of its two views
+    calls.clear()
+    res = autoregressive_orbit(m, obj.select([0, 1]), cams[[3, 4, 5]], strategy="genvs-pooled", steps=2, seed=0,
+                               sampler="euler", autoregressive=False)
+    assert calls == [2] and torch.isfinite(res.images).all()  # fixed views: one encoding for three targets
+    calls.clear()
+    files = write_field_renders(tmp_path, m, obj.select([0, 1]), cams[2:7], fps=2.0, chunk=2)
+    assert calls == [2] and len(files) == 3  # five cameras in three chunks, one encoding
+
+
 def test_pooled_strategy_keeps_the_input_and_the_latest_view():
     m = tiny()
     strat = make_strategy("genvs-pooled", m.single_view_denoiser(), generator=torch.Generator().manual_seed(0),

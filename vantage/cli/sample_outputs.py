@@ -135,7 +135,8 @@ def write_field_renders(out: Path, method: Any, inputs: Any, cameras: Any, *, fp
     channels and camera-z depth, :meth:`~vantage.methods.genvs.GeNVS.render_conditioning`): what the
     volumes know before any denoising. Writes ``field/rgb/NNN.png``, ``field/depth/NNN.png`` (depth
     normalised to the frames' range; black where the opacity is < 0.5) and ``field/field.gif``
-    (render | depth). ``cameras`` is ``Cameras (T,)``; returns the entries for the file list."""
+    (render | depth). ``cameras`` is ``Cameras (T,)``; returns the entries for the file list. The input set is
+    encoded once (the method's ``volume_cache``), only the render runs per chunk of cameras."""
     import torch
     from PIL import Image
 
@@ -144,13 +145,15 @@ def write_field_renders(out: Path, method: Any, inputs: Any, cameras: Any, *, fp
     from vantage.viz import save_gif, to_uint8
 
     views = as_view_set(inputs)  # (1, K)
+    make_cache = getattr(method, "volume_cache", None)
+    cached = {"cache": make_cache(1)} if callable(make_cache) else {}
     rgbs, depths = [], []
     with torch.no_grad():
         for start in range(0, len(cameras), chunk):
             cams = cameras[start:start + chunk].to(device)
             n = len(cams)
             batch = views.index([0] * n).to(device)  # the same input set for each of the n cameras
-            r = method.render_conditioning(ViewSetCond(batch, cams))
+            r = method.render_conditioning(ViewSetCond(batch, cams), **cached)
             rgbs.append(r["rgb"].float().cpu())
             depths.append(r["depth"].float().cpu())
     rgb, depth = torch.cat(rgbs), torch.cat(depths)

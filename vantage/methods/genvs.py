@@ -62,7 +62,7 @@ from vantage.methods.base import (
     check_unet_resolution,
     int_tuples,
 )
-from vantage.methods.genvs_sampling import GeNVSDenoiser, GeNVSPooled, as_view_set
+from vantage.methods.genvs_sampling import GeNVSDenoiser, GeNVSPooled, VolumeCache, as_view_set
 from vantage.nn.frustum import (
     SPACINGS,
     FeatureField,
@@ -371,13 +371,20 @@ class GeNVS(Method):
 
     set_denoiser = single_view_denoiser
 
+    def volume_cache(self, size: int | None = None) -> VolumeCache:
+        """A :class:`~vantage.methods.genvs_sampling.VolumeCache` of ``size`` view sets (default ``cache_size``),
+        e.g. for :meth:`render_conditioning` of one input set at many cameras."""
+        return VolumeCache(size or self.config.cache_size)
+
     @torch.no_grad()
-    def render_conditioning(self, cond: ViewCond | Any) -> dict[str, Tensor]:
+    def render_conditioning(self, cond: ViewCond | Any, *, cache: VolumeCache | None = None) -> dict[str, Tensor]:
         """The field of ``cond``'s input views rendered at its target camera (deterministic samples):
         ``{"rgb" (B, 3, H, W) in [-1, 1], "depth" (B, 1, H, W) camera-z (0 where the opacity is < 0.5),
-        "opacity" (B, 1, H, W)}``, upsampled to the image size."""
+        "opacity" (B, 1, H, W)}``, upsampled to the image size. ``cache``: take the frustum volumes from it
+        (:meth:`volume_cache`; each distinct input set is encoded once across calls); None: encode here."""
         views, target, _ = as_view_set(cond)
-        r = self.render(views, target)
+        self.check_inputs(views, target)
+        r = self.render(views, target, volumes=None if cache is None else cache.volumes(self, views), check=False)
         size = self.config.resolution
         opacity = upsample(r["opacity"], size)
         depth = upsample(r["depth"], size) * (opacity >= 0.5)

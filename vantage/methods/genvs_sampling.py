@@ -6,6 +6,10 @@
   rendered once and kept in a small cache keyed by the *content* of the conditioning (images, valid mask,
   cameras, target cameras; compared with ``torch.equal`` against stored copies, so a buffer modified in place
   never gives a stale hit). A sampling loop therefore runs the encoder and the renderer once.
+* :class:`VolumeCache`: the encoded frustum volumes, cached per *sample* by the content of its valid input views
+  (images, cameras), separately from the per-target render: fixed input views with several targets (sampling
+  without the autoregressive set, ``write_field_renders``, evaluation with fixed inputs, a batch holding the same
+  set several times) run the encoder once per distinct set; only the cheap render runs per target.
 * :class:`GeNVSPooled` (strategy ``"genvs-pooled"``): the paper's autoregressive conditioning: every denoiser
   call conditions on the first view of the set (the input), up to ``max_views − 2`` earlier views drawn at random
   once per strategy (per orbit step) and the latest view, each with its own frustum volume, mean-pooled in the
@@ -26,12 +30,13 @@ from vantage.data.views import ViewSet
 from vantage.diffusion.denoisers import Denoiser
 from vantage.diffusion.noise import GeneratorLike, check_generator
 from vantage.methods.base import ViewCond
+from vantage.nn.frustum import FrustumVolumes
 from vantage.sampling.strategies import Strategy, ViewSetCond, register_strategy
 
 if TYPE_CHECKING:
     from vantage.methods.genvs import GeNVS
 
-__all__ = ["as_view_set", "ContentCache", "GeNVSDenoiser", "GeNVSPooled"]
+__all__ = ["as_view_set", "ContentCache", "VolumeCache", "GeNVSDenoiser", "GeNVSPooled"]
 
 
 def as_view_set(cond: Any) -> tuple[ViewSet, Cameras, Tensor | None]:
@@ -77,14 +82,69 @@ class ContentCache:
         self.entries.clear()
 
 
+class VolumeCache:
+    """Frustum volumes of view sets, one entry per sample, keyed by the content of its valid input views.
+
+    :meth:`volumes` ``(method, views (B, N)) -> FrustumVolumes`` (``B`` samples, the rows of the valid views)
+    looks every sample up by ``(images (n, 3, H, W), c2w (n, 4, 4), K (n, 3, 3), (W, H))`` of its ``n`` valid
+    views (padding slots do not matter), encodes the distinct sets it lacks in one encoder call, and keeps at
+    most ``size`` sets (LRU). When every sample is new and distinct the whole batch is encoded in one call, as
+    :meth:`GeNVS.encode` would, so the volumes are the same. ``encodes`` counts encoder calls. Like the render
+    cache, it assumes fixed weights.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.cache = ContentCache(size)
+        self.encodes = 0
+
+    @staticmethod
+    def key(views: ViewSet, b: int) -> tuple[Tensor, ...]:
+        """The content key of sample ``b`` of ``views``."""
+        v = views.valid[b].to(views.images.device)
+        cams = views.cameras
+        vc = v.to(cams.c2w.device)
+        return (views.images[b][v], cams.c2w[b][vc], cams.K[b][vc], torch.tensor([cams.width, cams.height]))
+
+    def volumes(self, method: GeNVS, views: ViewSet) -> FrustumVolumes:
+        B = views.batch_size
+        keys = [self.key(views, b) for b in range(B)]
+        parts = [self.cache.get(k) for k in keys]
+        missing = [b for b in range(B) if parts[b] is None]
+        if not missing:
+            return FrustumVolumes.cat(parts)
+        firsts: list[int] = []  # the first sample of every distinct missing set
+        owner: dict[int, int] = {}
+        for b in missing:
+            owner[b] = next((f for f in firsts if ContentCache._same(keys[f], keys[b])), b)
+            if owner[b] == b:
+                firsts.append(b)
+        whole = len(firsts) == B
+        vols = method.encode(views if whole else views.index(firsts))
+        self.encodes += 1
+        new = {}
+        for j, f in enumerate(firsts):
+            new[f] = vols.samples([j]) if len(firsts) > 1 else vols
+            self.cache.put(keys[f], new[f])
+        if whole:
+            return vols
+        for b in missing:
+            parts[b] = new[owner[b]]
+        return FrustumVolumes.cat(parts)
+
+    def clear(self) -> None:
+        self.cache.clear()
+
+
 class GeNVSDenoiser(Denoiser):
     """``D(x, σ, cond: ViewCond | ViewSetCond) -> x̂0`` of a :class:`~vantage.methods.genvs.GeNVS` (σ-space, EDM).
 
     ``guidance`` ``w``: classifier-free guidance, ``D_u + (1 + w)(D_c − D_u)`` (= ``(1 + w)ε_c − wε_u``), the
     unconditional branch (zero feature image) in the same batched network call. ``ViewCond.drop`` zeroes the
-    feature image of those rows. ``renders`` counts cache misses (encoder + renderer runs); :meth:`prepare`
-    renders (or fetches) the conditioning explicitly. The cache assumes the model's weights do not change while
-    the denoiser is used (build a new one after training steps).
+    feature image of those rows. ``renders`` counts cache misses (renderer runs); :meth:`prepare`
+    renders (or fetches) the conditioning explicitly. The frustum volumes come from ``volume_cache``
+    (:class:`VolumeCache`, per view set, ``cache_size`` sets), so a new target with known input views renders
+    without encoding. The caches assume the model's weights do not change while the denoiser is used (build a
+    new one after training steps).
     """
 
     accepts_view_sets = True
@@ -95,6 +155,7 @@ class GeNVSDenoiser(Denoiser):
         self.guidance = float(guidance)
         self.sigma_min, self.sigma_max = float(method.config.sigma_min), float(method.config.sigma_max)
         self.cache = ContentCache(cache_size)
+        self.volume_cache = VolumeCache(cache_size)
         self.renders = 0
 
     def prepare(self, cond: Any) -> Tensor:
@@ -105,7 +166,9 @@ class GeNVSDenoiser(Denoiser):
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        features = self.method.render(views, target)["features"]
+        self.method.check_inputs(views, target)
+        vols = self.volume_cache.volumes(self.method, views)
+        features = self.method.render(views, target, volumes=vols, check=False)["features"]
         self.renders += 1
         self.cache.put(key, features)
         return features
