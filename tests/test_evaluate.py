@@ -149,6 +149,7 @@ def test_files_mode_numbers_equal_direct_metrics(image_sets, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
     assert "LPIPS skipped" in said and "vgg16-397923af.pth" in said and f"wrote to {out}" in said
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in said and "VANTAGE_WEIGHTS" in said  # how to
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["tool"] == "vantage evaluate" and doc["vantage_version"] and doc["protocol"] is None
     assert doc["metric_settings"]["ssim_window"] == "gaussian"
@@ -169,6 +170,7 @@ def test_files_mode_numbers_equal_direct_metrics(image_sets, tmp_path, capsys):
     assert len(list(csv.DictReader(open(out / "per_object.csv")))) == 2
     md = (out / "metrics.md").read_text()
     assert "| generated | 6 |" in md and "LPIPS skipped" in md and "11x11 Gaussian" in md
+    assert "download https://download.pytorch.org/models/vgg16-397923af.pth" in md
     assert Image.open(out / "best_worst.png").height > 4 * 24
     assert r["best"][0] != r["worst"][0]
 
@@ -208,7 +210,13 @@ def test_files_mode_errors_name_the_files(image_sets, tmp_path):
     gt2 = tmp_path / "gt2"
     gt2.mkdir()
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(gt2 / "a.jpg")  # matched without extension
-    with pytest.raises(EvaluationError, match=r"pred2/a.png is 20x16 but its ground truth .*gt2/a.jpg is 24x24"):
+    for name in ("b", "c"):  # a matching pair between two mismatches: every mismatch is listed, before scoring
+        Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(gt2 / f"{name}.png")
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(pred2 / "b.png")
+    Image.fromarray(np.zeros((12, 24, 3), np.uint8)).save(pred2 / "c.png")
+    with pytest.raises(EvaluationError, match=r"2 image\(s\) do not have the size of their ground truth: prediction "
+                                              r".*pred2/a.png is 20x16, its ground truth .*gt2/a.jpg is 24x24; "
+                                              r"prediction .*pred2/c.png is 24x12"):
         evaluate_folders(pred2, gt2, progress=False)
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(pred2 / "a.jpg")
     with pytest.raises(EvaluationError, match="same name with different extensions"):

@@ -125,6 +125,14 @@ def _summary_line(result: dict) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def _group_skipped(skipped: dict[str, str]) -> dict[str, list[str]]:
+    """``{reason: [metrics]}``: metrics skipped for the same missing weight file are named together."""
+    out: dict[str, list[str]] = {}
+    for metric, why in skipped.items():
+        out.setdefault(why, []).append(metric)
+    return out
+
+
 def cmd_evaluate(args) -> int:
     import torch
 
@@ -184,8 +192,8 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"cannot run on {device}: {e}") from None
     for note in result["notes"]:
         print(f"note: {note}")
-    for metric, why in result["skipped"].items():
-        print(f"note: {SET_METRIC_LABELS.get(metric, metric.upper())} skipped: {why.splitlines()[0]}")
+    for why, metrics in _group_skipped(result["skipped"]).items():  # the full text: where to get the weights
+        print(f"note: {', '.join(SET_METRIC_LABELS.get(m, m.upper()) for m in metrics)} skipped: {why}")
     print(f"{result['images']} images: {_summary_line(result)}")
     if "baseline" in result:
         print(f"copy-the-input baseline: {_summary_line(result['baseline'])}")

@@ -34,7 +34,8 @@ from vantage.cameras import Cameras
 from vantage.eval.metrics import psnr, ssim, to_unit
 from vantage.eval.voxels import _check_views, fit_field, render
 
-__all__ = ["split_views", "consistency_score", "adjacent_view_score", "reprojection_error", "adjacent_pairs"]
+__all__ = ["split_views", "consistency_score", "adjacent_view_score", "reprojection_error", "adjacent_pairs",
+           "nearest_pairs"]
 
 
 def split_views(n: int, holdout: str | int | Sequence[int] = "alternate") -> tuple[list[int], list[int]]:
@@ -121,17 +122,33 @@ def adjacent_pairs(n: int, cyclic: bool = False) -> list[tuple[int, int]]:
     return pairs + [(n - 1, 0)] if cyclic and n > 2 else pairs
 
 
-def adjacent_view_score(images: Tensor, *, cyclic: bool = False) -> dict:
+def nearest_pairs(cameras: Cameras) -> list[tuple[int, int]]:
+    """Each view paired with the view whose camera centre is nearest (``cameras (N,)``, N >= 2), as unordered pairs
+    ``(i, j)`` with ``i < j``, each once: the neighbours of an orbit whatever order its views are stored in."""
+    c = cameras.centers.double().reshape(-1, 3)
+    if c.shape[0] < 2:
+        raise ValueError(f"need at least 2 cameras to pair views, got {c.shape[0]}")
+    d = torch.cdist(c, c)
+    d.fill_diagonal_(float("inf"))
+    nearest = d.argmin(dim=1).tolist()
+    return sorted({(min(i, j), max(i, j)) for i, j in enumerate(nearest)})
+
+
+def adjacent_view_score(images: Tensor, *, cyclic: bool = False,
+                        pairs: Sequence[tuple[int, int]] | None = None) -> dict:
     """PSNR/SSIM between consecutive views ``images (N, 3, H, W)`` in [-1, 1] (no depth, no warping).
 
     Returns ``psnr``, ``ssim`` (means), ``psnr_per_pair``, ``ssim_per_pair`` and ``pairs``.
-    ``cyclic`` adds the pair (last, first) of a closed orbit. See the module docstring for what
-    this does (and does not) measure.
+    ``cyclic`` adds the pair (last, first) of a closed orbit; ``pairs`` replaces the consecutive pairs
+    (e.g. :func:`nearest_pairs`). See the module docstring for what this does (and does not) measure.
     """
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 or images.shape[0] < 2:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be (N, 3, H, W) with N >= 2, got {shape}")
-    pairs = adjacent_pairs(images.shape[0], cyclic)
+    n = images.shape[0]
+    pairs = adjacent_pairs(n, cyclic) if pairs is None else [tuple(x) for x in pairs]
+    if not pairs or any(not (0 <= i < n and 0 <= j < n) for i, j in pairs):
+        raise ValueError(f"pairs {list(pairs)} must be non-empty and index views 0..{n - 1}")
     a, b = zip(*pairs)
     p, s = _metrics(images[list(a)], images[list(b)])
     return {"psnr": _mean(p), "ssim": _mean(s), "psnr_per_pair": p, "ssim_per_pair": s,

@@ -45,9 +45,9 @@ from vantage.eval.scorer import (  # Scorer and the metric names are re-exported
     source_metrics,
 )
 
-__all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "match_sources", "load_rgb", "evaluate_folders",
-           "summarise", "combine_samples", "PER_IMAGE_METRICS", "SET_METRICS", "INCEPTION_METRICS", "DINOV2_METRICS",
-           "SOURCE_METRICS", "PSNR_CAP"]
+__all__ = ["EvaluationError", "Scorer", "list_images", "match_folders", "match_sources", "check_sizes", "load_rgb",
+           "evaluate_folders", "summarise", "combine_samples", "PER_IMAGE_METRICS", "SET_METRICS", "INCEPTION_METRICS",
+           "DINOV2_METRICS", "SOURCE_METRICS", "PSNR_CAP"]
 
 
 # --------------------------------------------------------------------------------------- folders
@@ -123,6 +123,32 @@ def match_sources(names: Sequence[str], inputs_dir: str | Path) -> dict[str, Pat
     return out
 
 
+def _size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header (nothing decoded); errors name the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, UnidentifiedImageError) as e:
+        raise EvaluationError(f"{path}: cannot read the image ({e})") from None
+
+
+def check_sizes(pairs: Sequence[tuple[str, Path, Path]], baseline: dict[str, Path] | None = None) -> None:
+    """Before anything is scored: every prediction (and baseline image) has its truth's size, else an error that
+    lists every mismatch (how many, the first few with both sizes)."""
+    bad = []
+    for name, p, g in pairs:
+        gs = _size(g)
+        for what, q in (("prediction", p), ("baseline", None if baseline is None else baseline[name])):
+            if q is not None and (qs := _size(q)) != gs:
+                bad.append(f"{what} {q} is {qs[0]}x{qs[1]}, its ground truth {g} is {gs[0]}x{gs[1]}")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise EvaluationError(f"{len(bad)} image(s) do not have the size of their ground truth: "
+                              + "; ".join(bad[:5]) + more)
+
+
 def load_rgb(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tensor:
     """An image file as ``(3, H, W)`` in [-1, 1] (alpha composited on ``background``); errors name the file."""
     try:
@@ -180,12 +206,13 @@ def _check_sources(joint: Sequence[str], sources: dict[str, Path] | str | Path |
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: MetricSettings | None = None,
                      background: Sequence[float] = (1.0, 1.0, 1.0), baseline: dict[str, Path] | None = None,
                      sources: dict[str, Path] | str | Path | None = None, scorer: Scorer | None = None,
-                     device: str | torch.device = "cpu", batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+                     device: str | torch.device = "cpu", batch_size: int = 16, progress: bool = True,
+                     baseline_what: str = "copy the nearest input view to each target view") -> dict[str, Any]:
     """Score every prediction in ``pred_dir`` against its truth in ``gt_dir`` (module docstring).
 
-    ``baseline`` maps image names to another prediction (e.g. the input view: the copy-the-input
-    baseline), scored the same way into ``baseline_*`` columns. ``sources`` maps image names to their
-    source (input) view, or is a folder matched by :func:`match_sources`: the joint metrics
+    ``baseline`` maps image names to another prediction (e.g. the nearest input view: the copy-the-input
+    baseline, described by ``baseline_what``), scored the same way into ``baseline_*`` columns. ``sources`` maps
+    image names to their source (input) view, or is a folder matched by :func:`match_sources`: the joint metrics
     (``jfid``, ``jfd_dinov2``) need it (an error when one is asked for without it; unused otherwise).
     Returns a JSON-friendly dict with ``per_image``, ``mean``, ``per_object``, ``set_metrics``,
     ``skipped``, ``notes``, ``best``, ``worst``.
@@ -197,6 +224,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
         lacking = [n for n, _, _ in pairs if n not in baseline]
         if lacking:
             raise EvaluationError(f"no baseline image for {_listing(lacking)}")
+    check_sizes(pairs, baseline)
     sources = _check_sources(source_metrics(settings.names), sources, [n for n, _, _ in pairs])
     scorer = scorer or Scorer(settings, device)
     scorer.reset_features()  # set metrics of this folder only (a shared scorer)
@@ -243,7 +271,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, settings: Metr
               "worst": [r["image"] for r in ranked[::-1][:k]], "per_image": records}
     if baseline is not None:
         b = summarise(records, settings.average, prefix="baseline_")
-        result["baseline"] = {"what": "copy the (first) input view to every target view", "images": len(records),
+        result["baseline"] = {"what": baseline_what, "images": len(records),
                               "mean": b["mean"],
                               "mean_over_images": b["mean_over_images"], "mean_over_objects": b["mean_over_objects"],
                               "per_object": b["per_object"]}
@@ -256,7 +284,8 @@ def combine_samples(per_sample: list[dict[str, Any]], pred_root: str | Path, gt_
     """One result from :func:`evaluate_folders` results of several samples per target (``pred_root/sample-KK``).
 
     Image names get the prefix ``sample-KK/``; means are over all samples' images; set metrics
-    (FID, KID, FD-DINOv2, the joint metrics) are the means of the per-sample values (also listed in ``per_sample``).
+    (FID, KID, FD-DINOv2, the joint metrics) are the means of the per-sample values (also listed in ``per_sample``;
+    a sample that lacks one does not count as 0).
     """
     records = []
     for k, r in enumerate(per_sample):
@@ -267,8 +296,7 @@ def combine_samples(per_sample: list[dict[str, Any]], pred_root: str | Path, gt_
     set_keys = sorted({key for r in per_sample for key in r["set_metrics"]})
     combined = {"pred": str(pred_root), "gt": str(gt_dir), "images": len(records), "samples": len(per_sample),
                 "average": average, **summary,
-                "set_metrics": {key: sum(r["set_metrics"].get(key, 0.0) for r in per_sample) / len(per_sample)
-                                for key in set_keys},
+                "set_metrics": {key: _mean([r["set_metrics"].get(key) for r in per_sample]) for key in set_keys},
                 "per_sample": [{"sample": j, "mean": r["mean"], "set_metrics": r["set_metrics"]}
                                for j, r in enumerate(per_sample)],
                 "skipped": per_sample[0]["skipped"], "notes": per_sample[0]["notes"],

@@ -16,10 +16,12 @@ Files written under ``out`` (then scored by :func:`vantage.eval.evaluate.evaluat
 * ``pred/<object>/<view id>.png`` (with several samples per target:
   ``pred/sample-00/<object>/<view id>.png``, ...): the generated targets.
 
-The copy-the-input baseline (the first input view as the prediction of every target) is scored
-with them. The joint metrics (``jfid``, ``jfd_dinov2``) pair each target with that same first input view
-as its source.
-When the protocol asks for it, the 3D consistency score
+The copy-the-input baseline (for every target, the input view whose camera centre is nearest, ties
+broken by the angle between the viewing directions: :func:`nearest_inputs`) is scored with them. The
+joint metrics (``jfid``, ``jfd_dinov2``) pair each target with the first input view as its source.
+With ``metrics.adjacent_views``, each generated target against its nearest generated target (PSNR/SSIM) and, where
+the data has depth (synthetic), the reprojection error between them through the true depth, with the same scores
+of the true views as reference. When the protocol asks for it, the 3D consistency score
 (:func:`vantage.eval.consistency_score`) of each object's input + generated views, with the same
 score on the input + ground-truth views as the ceiling.
 """
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from vantage.cameras import Cameras
 from vantage.data.formats.common import DatasetError
 from vantage.data.views import ObjectViews
 from vantage.eval.evaluate import combine_samples, evaluate_folders
@@ -56,7 +59,8 @@ from vantage.methods.base import sampler_options_for
 if TYPE_CHECKING:
     from vantage.sampling.strategy_choice import StrategyChoice
 
-__all__ = ["evaluate_checkpoint", "open_protocol_dataset", "select_objects", "choose_views", "GENERATED_DIRS"]
+__all__ = ["evaluate_checkpoint", "nearest_inputs", "open_protocol_dataset", "select_objects", "choose_views",
+           "GENERATED_DIRS"]
 
 GENERATED_DIRS = ("pred", "gt", "inputs")
 
@@ -72,6 +76,16 @@ def _on_background(views: ObjectViews, background: tuple[float, float, float], n
     images = (views.images + 2 * (bg - 1) * (1 - views.masks)).clamp(-1, 1)
     return ObjectViews(images=images, cameras=views.cameras, masks=views.masks, depth=views.depth,
                        view_ids=views.view_ids, name=views.name, meta=views.meta)
+
+
+def nearest_inputs(inputs: Cameras, targets: Cameras) -> list[int]:
+    """For each target camera, the index of the input camera nearest to it: the smallest distance between camera
+    centres, ties (within 1e-6 of the scene's scale) broken by the smallest angle between viewing directions."""
+    d = torch.cdist(targets.centers.double().reshape(-1, 3), inputs.centers.double().reshape(-1, 3))  # (T, K)
+    cos = targets.forward.double().reshape(-1, 3) @ inputs.forward.double().reshape(-1, 3).T  # (T, K)
+    scale = max(float(d.max()), 1e-12)
+    key = (d / scale / 1e-6).round() - cos * 1e-3  # distance first; the angle only decides between equal distances
+    return key.argmin(dim=1).tolist()
 
 
 def _folder_name(name: str) -> str:
@@ -107,7 +121,6 @@ def _strategy(method: Any, protocol: Protocol, guidance: float) -> StrategyChoic
 def _consistency(name: str, given: ObjectViews, truth: ObjectViews, generated: torch.Tensor, protocol: Protocol,
                  device: str, notes: list[str]) -> dict[str, Any] | None:
     """3D consistency score of input + generated views ``(T, 3, H, W)``, and its ceiling on input + truth."""
-    from vantage.cameras import Cameras
     from vantage.eval.consistency import consistency_score
 
     n = len(given) + len(truth)
@@ -122,6 +135,35 @@ def _consistency(name: str, given: ObjectViews, truth: ObjectViews, generated: t
     ceiling = consistency_score(torch.cat([given.images, truth.images]), cams, **opts)
     return {"object": name, "psnr": score["psnr"], "ssim": score["ssim"], "ceiling_psnr": ceiling["psnr"],
             "ceiling_ssim": ceiling["ssim"]}
+
+
+def _adjacent(name: str, truth: ObjectViews, generated: torch.Tensor) -> dict[str, Any] | None:
+    """Adjacent-view scores of the generated targets ``(T, 3, H, W)`` and of the truth: PSNR/SSIM of each target
+    against its nearest target (:func:`~vantage.eval.consistency.nearest_pairs`) and, with depth, the reprojection
+    error through the true depth (:func:`~vantage.eval.consistency.reprojection_error`)."""
+    from vantage.eval.consistency import adjacent_view_score, nearest_pairs, reprojection_error
+
+    if len(truth) < 2:
+        return None
+    pairs = nearest_pairs(truth.cameras)
+    row: dict[str, Any] = {"object": name, "pairs": len(pairs)}
+    for key, images in (("generated", generated), ("ground_truth", truth.images)):
+        a = adjacent_view_score(images, pairs=pairs)
+        row[key] = {"psnr": a["psnr"], "ssim": a["ssim"]}
+        if truth.depth is not None:
+            r = reprojection_error(images, truth.cameras, truth.depth, pairs=pairs)
+            row[key].update(reprojection_mae=r["mae"], valid_fraction=r["valid_fraction"])
+    return row
+
+
+def _mean_adjacent(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over objects of :func:`_adjacent`'s rows (a metric absent or NaN for an object is left out)."""
+    out: dict[str, Any] = {}
+    for key in ("generated", "ground_truth"):
+        metrics = dict.fromkeys(m for r in rows for m in r[key])
+        vals = {m: [r[key][m] for r in rows if r[key].get(m) is not None and r[key][m] == r[key][m]] for m in metrics}
+        out[key] = {m: (sum(v) / len(v) if v else None) for m, v in vals.items()}
+    return out
 
 
 def _clear_generated(out: Path, previous: bool) -> None:
@@ -209,8 +251,9 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     if overrides:
         notes.append(f"protocol overridden ({', '.join(f'{k}={v}' for k, v in overrides.items())}): the numbers are "
                      f"not comparable with full {protocol.label} results")
-    baseline: dict[str, Path] = {}
-    skipped_objects, per_object_run, consistency = [], [], []
+    baseline: dict[str, Path] = {}  # the copy-the-nearest-input baseline of every target
+    sources: dict[str, Path] = {}  # the source view of every target for the joint metrics: the first input
+    skipped_objects, per_object_run, consistency, adjacent = [], [], [], []
     nfe, sr_nfe, sr_seconds, t_sampling = 0, 0, 0.0, 0.0
     bar = picked
     if progress:
@@ -258,11 +301,15 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         _save(truth.images, out / "gt" / sub, targets)
         for k in range(k_samples):
             _save(gen[k], out / "pred" / (f"sample-{k:02d}/" if k_samples > 1 else "") / sub, targets)
-        baseline.update({f"{sub}/{v:06d}": in_paths[0] for v in targets})
+        near = nearest_inputs(given.cameras, truth.cameras)
+        baseline.update({f"{sub}/{v:06d}": in_paths[j] for v, j in zip(targets, near)})
+        sources.update({f"{sub}/{v:06d}": in_paths[0] for v in targets})
         per_object_run.append({"object": name, "folder": sub, "inputs": inputs, "targets": len(targets),
                                "seeds": obj_seeds, "nfe": result.nfe, "seconds": round(result.seconds, 3)})
         if protocol.metrics.consistency is not None:
             consistency.append(_consistency(name, given, truth, gen[0], protocol, device, notes))
+        if protocol.metrics.adjacent_views:
+            adjacent.append(_adjacent(name, truth, gen[0]))
     if not per_object_run:
         raise EvaluationError("no object could be evaluated; skipped: "
                               + "; ".join(x["reason"] for x in skipped_objects[:3]))
@@ -279,7 +326,7 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
     for k in range(k_samples):
         pred = out / "pred" / (f"sample-{k:02d}" if k_samples > 1 else "")
         per_sample.append(evaluate_folders(pred, out / "gt", settings=protocol.metrics, background=protocol.background,
-                                           baseline=baseline, sources=baseline, scorer=scorer, device=device,
+                                           baseline=baseline, sources=sources, scorer=scorer, device=device,
                                            progress=progress))
     if k_samples == 1:
         result = per_sample[0]
@@ -308,6 +355,17 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                                 "mean": {"psnr": mean["psnr"], "ssim": mean["ssim"]},
                                 "ceiling": {"psnr": mean["ceiling_psnr"], "ssim": mean["ceiling_ssim"]},
                                 "per_object": scored}
+    rows = [a for a in adjacent if a is not None]
+    if rows:
+        extra["adjacent_views"] = {
+            "pairs": "each generated target with the target whose camera centre is nearest (unordered, once)",
+            "views": "the generated targets (sample 0); ground_truth: the same pairs of true views",
+            "reprojection": ("mean absolute colour difference ([0, 1] units) after reprojection through the true "
+                             "depth, visible pixels only" if any("reprojection_mae" in r["generated"] for r in rows)
+                             else "not computed: the data has no depth"),
+            **_mean_adjacent(rows), "per_object": rows}
+    elif protocol.metrics.adjacent_views:
+        result["notes"].append("adjacent-view scores need at least 2 targets per object: not scored")
     files = write_report(out, result, settings=protocol.metrics, mode="checkpoint", protocol=protocol,
                          background=protocol.background, extra=extra)
     return {"result": result, "files": ["pred/", "gt/", "inputs/"] + files, "extra": extra}

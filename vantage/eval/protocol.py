@@ -30,7 +30,9 @@ Fields (unknown keys and wrong types are errors naming the key, the file and wha
   11x11, σ 1.5; ``"uniform7"``: 7x7 uniform, scikit-image's default), ``psnr_data_range`` (the peak
   R in 10·log10(R²/MSE) of [0, 1] images), ``lpips_net`` (``"vgg"`` | ``"alex"``), ``average``
   (``"images"``: mean over all images; ``"objects"``: mean of per-object means, as pixelNeRF),
-  ``consistency`` (``null`` or ``{"grid", "iters", "holdout"}``: the 3D consistency score).
+  ``consistency`` (``null`` or ``{"grid", "iters", "holdout"}``: the 3D consistency score),
+  ``adjacent_views`` (bool: PSNR/SSIM between each generated target and its nearest generated neighbour, and
+  where the data has depth the reprojection error between them; the same on the ground truth as reference).
 * ``seeds`` (list of ints; one, or one per sample) and ``samples_per_target`` (int >= 1).
 * ``sampling``: ``sampler``, ``steps``, ``guidance``, ``strategy`` (``null`` = the model's own), ``order``
   (``"sequential"`` | ``"alternating"``), ``autoregressive`` (bool), ``max_context`` (optional; null = all views).
@@ -92,6 +94,7 @@ class MetricSettings:
     lpips_net: str = "vgg"
     average: str = "images"
     consistency: ConsistencySettings | None = None
+    adjacent_views: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,8 @@ def _holdout(v: Any, key: str, where: str) -> str | int:
 def _metrics(v: Any, key: str, where: str) -> MetricSettings:
     d = _fields(v, {"names": (_names, ("psnr", "ssim", "lpips")), "ssim_window": (_str(SSIM_WINDOWS), "gaussian"),
                     "psnr_data_range": (_float(positive=True), 1.0), "lpips_net": (_str(("vgg", "alex")), "vgg"),
-                    "average": (_str(("images", "objects")), "images"), "consistency": (_consistency, None)},
+                    "average": (_str(("images", "objects")), "images"), "consistency": (_consistency, None),
+                    "adjacent_views": (_bool, False)},
                 where, key)
     return MetricSettings(**d)
 

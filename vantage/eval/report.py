@@ -109,8 +109,9 @@ def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
                  f"FD-DINOv2 {sm['fd_dinov2']:.2f}" if "fd_dinov2" in sm else "",
                  f"joint FD-DINOv2 {sm['jfd_dinov2']:.2f}" if "jfd_dinov2" in sm else ""]
         lines += ["", f"Set metrics over {sm['set_size']} images: " + ", ".join(p for p in parts if p) + "."]
-    for m, why in r["skipped"].items():
-        lines += ["", f"**{SET_METRIC_LABELS.get(m, m.upper())} skipped**: {why.splitlines()[0]}"]
+    for m, why in r["skipped"].items():  # the whole reason: which file, where it was looked for, how to get it
+        lines += ["", f"**{SET_METRIC_LABELS.get(m, m.upper())} skipped**: "
+                      + " ".join(line.strip() for line in why.splitlines())]
     for note in r["notes"]:
         lines += ["", f"Note: {note}"]
     cons = doc.get("consistency")
@@ -118,6 +119,17 @@ def _markdown(doc: dict[str, Any], settings: MetricSettings) -> str:
         lines += ["", "## 3D consistency score", "", "| views | PSNR (dB) | SSIM |", "|---|---|---|",
                   f"| generated | {_fmt(cons['mean']['psnr'], 2)} | {_fmt(cons['mean']['ssim'])} |",
                   f"| ground truth (ceiling) | {_fmt(cons['ceiling']['psnr'], 2)} | {_fmt(cons['ceiling']['ssim'])} |"]
+    adj = doc.get("adjacent_views")
+    if adj:
+        g, t = adj["generated"], adj["ground_truth"]
+        reproj = "reprojection_mae" in g
+        lines += ["", "## Adjacent views", "", f"Pairs: {adj['pairs']}."
+                  + (f" Reprojection: {adj['reprojection']}." if reproj else ""), "",
+                  "| views | PSNR (dB) | SSIM |" + (" reprojection error ↓ |" if reproj else ""),
+                  "|---|---|---|" + ("---|" if reproj else "")]
+        for label, m in (("generated", g), ("ground truth (reference)", t)):
+            lines.append(f"| {label} | {_fmt(m.get('psnr'), 2)} | {_fmt(m.get('ssim'))} |"
+                         + (f" {_fmt(m.get('reprojection_mae'), 4)} |" if reproj else ""))
     if r["per_object"]:
         shown = r["per_object"][:50]
         lines += ["", f"## Per object ({len(shown)} of {len(r['per_object'])})", "",
