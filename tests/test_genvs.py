@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from helpers import pair_batch, randomize
 
-from vantage.cameras import Cameras, orbit_cameras
+from vantage.cameras import Cameras, hemisphere_cameras, orbit_cameras
 from vantage.data.testing import ToyDataset
 from vantage.data.views import ViewSet
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import sample_lognormal_sigma
 from vantage.methods import all_presets, build_method, method_from_json
 from vantage.methods.base import ViewCond, config_from_dict
-from vantage.methods.genvs import GeNVS, GeNVSConfig
+from vantage.methods.genvs import GeNVS, GeNVSConfig, mirror_cameras, mirror_view_set
 from vantage.nn.frustum import FrustumVolumes, depth_planes, sample_volumes, scene_near_far
 from vantage.nn.unet import count_parameters
 from vantage.nn.volume_render import render_image, render_rays, sample_pdf
@@ -371,6 +371,56 @@ def test_diffusion_loss_alone_trains_the_encoder_and_the_field():
         assert all(g is not None for g in grads), type(part).__name__
         assert sum(float(g.abs().sum()) for g in grads) > 0, type(part).__name__
     assert float(m.encoder.head.weight.grad.abs().sum()) > 0 and float(m.field.mlp[0].weight.grad.abs().sum()) > 0
+
+
+def test_mirror_augmentation_keeps_the_geometry_exact():
+    cams = Cameras.cat([orbit_cameras(3, resolution=16, elevation_deg=25.0),
+                        hemisphere_cameras(3, generator=torch.Generator().manual_seed(0), resolution=16)])
+    cams.K[1, 0, 2] += 1.7  # an off-centre principal point and a skew must stay valid too
+    cams.K[2, 0, 1] = 0.3
+    mir = mirror_cameras(cams)
+    assert torch.allclose(torch.linalg.det(mir.R), torch.ones(6), atol=1e-5)  # proper rotations
+    assert torch.allclose(mir.R @ mir.R.transpose(-1, -2), torch.eye(3).expand(6, 3, 3), atol=1e-5)
+    pts = (torch.rand(50, 3, generator=torch.Generator().manual_seed(1)) - 0.5) * 1.2  # inside the scene
+    flip = torch.tensor([-1.0, 1.0, 1.0])
+    for i in range(6):  # a known point projects to mirrored pixel coordinates in every mirrored view
+        uv, z = cams[i].project(pts)
+        uv_m, z_m = mir[i].project(pts * flip)
+        assert torch.allclose(uv_m[:, 0], 16 - uv[:, 0], atol=1e-4) and torch.allclose(uv_m[:, 1], uv[:, 1], atol=1e-4)
+        assert torch.allclose(z_m, z, atol=1e-5)
+    assert mirror_cameras(mir).allclose(cams)
+    # the frustum volumes agree: a volume flipped left-right under the mirrored camera reads the same features
+    vol = torch.rand(6, 2, 5, 8, 8, generator=torch.Generator().manual_seed(2))
+    idx = torch.arange(6)
+    a = sample_volumes(FrustumVolumes.from_cameras(vol, cams, idx, 6, 1.5, 3.5), pts.expand(6, -1, -1))
+    b = sample_volumes(FrustumVolumes.from_cameras(vol.flip(-1), mir, idx, 6, 1.5, 3.5), (pts * flip).expand(6, -1, -1))
+    assert torch.equal(a[1], b[1]) and torch.allclose(a[0], b[0], atol=1e-5)
+    # a whole sample is mirrored: images flipped, cameras mirrored; the other sample untouched
+    vs = view_set(torch.rand(2, 2, 3, 16, 16), cams[:4].reshape(2, 2), torch.ones(2, 2, dtype=torch.bool))
+    out = mirror_view_set(vs, torch.tensor([True, False]))
+    assert torch.equal(out.images[0], vs.images[0].flip(-1)) and torch.equal(out.images[1], vs.images[1])
+    assert out.cameras[0].allclose(mir[:2]) and out.cameras[1].allclose(cams[2:4])
+
+
+def test_augment_flip_mirrors_inputs_and_target_together():
+    m = randomize(tiny(augment_flip=1.0), std=0.05)
+    b = batch(2, model=m)
+    got = m.loss(b, torch.Generator().manual_seed(4))
+    assert float(got["flipped"]) == 1.0
+    g = torch.Generator().manual_seed(4)
+    torch.rand(2, generator=g)  # the flip draw comes first
+    mirrored = type(b)(mirror_view_set(b.cond, torch.ones(2, dtype=torch.bool)),
+                       mirror_view_set(b.target, torch.ones(2, dtype=torch.bool)), b.scene_index, b.target_in_cond)
+    m.config.augment_flip = 0.0
+    expected = m.loss(mirrored, g)
+    assert "flipped" not in expected
+    for key in ("loss", "diffusion", "rgb", "opacity"):
+        assert torch.allclose(got[key], expected[key], atol=1e-6), key
+    m.config.augment_flip = 0.5
+    _, flip = m.augment(batch(64, model=m), torch.Generator().manual_seed(0))
+    assert 16 < int(flip.sum()) < 48
+    with pytest.raises(ValueError, match="augment_flip"):
+        GeNVSConfig(augment_flip=1.5)
 
 
 def test_loss_decreases_on_a_fixed_batch():

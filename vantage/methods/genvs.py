@@ -21,7 +21,9 @@ Pipeline (tensor shapes for a batch of ``B`` samples with ``N`` input-view slots
    (at the render resolution; the public re-implementation broadcast a ``(B, 3, H, W)`` render against a
    ``(B, 1, 3, H, W)`` target, pairing every render with every target). Conditioning dropout: with probability
    ``cond_dropout`` a sample's feature image is replaced by zeros (a fresh mask per step from the step's
-   generator), which also enables classifier-free guidance.
+   generator), which also enables classifier-free guidance. Optional augmentation (``augment_flip``, default
+   off): a whole sample mirrored left-right, its images flipped and its cameras mirrored with the world
+   (:func:`mirror_cameras`), so the geometry stays exact.
 
 Sampling (:mod:`vantage.methods.genvs_sampling`): :meth:`GeNVS.single_view_denoiser` is
 ``D(x, σ, ViewCond | ViewSetCond) -> x̂0``; it renders the conditioning once per view set and target and caches
@@ -36,7 +38,7 @@ Presets: ``genvs-shapes32`` (CPU-sized), ``genvs-shapes64`` and ``genvs-srn128``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -75,7 +77,8 @@ from vantage.nn.frustum import (
 from vantage.nn.unet import UNet, UNetConfig
 from vantage.nn.volume_render import render_image, upsample
 
-__all__ = ["GeNVSConfig", "GeNVS", "GeNVSDenoiser", "GeNVSPooled", "unet_config"]
+__all__ = ["GeNVSConfig", "GeNVS", "GeNVSDenoiser", "GeNVSPooled", "unet_config", "mirror_cameras",
+           "mirror_view_set"]
 
 
 @dataclass
@@ -108,6 +111,9 @@ class GeNVSConfig(MethodConfig):
         sigma_min, sigma_max: σ range for sampling (Karras σ's, ρ = 7).
         cond_dropout: probability of zeroing a sample's feature image in training (paper: 0.1).
         rgb_loss_weight: weight of the auxiliary RGB render loss.
+        augment_flip: probability that a training sample is mirrored left-right as a whole (every input view
+            and the target: images flipped, cameras mirrored with the world by x -> −x, :func:`mirror_cameras`);
+            0 (default): no augmentation and no random draw.
         min_views, max_views: input views per training sample (uniform count).
         sample_max_views: views the ``genvs-pooled`` strategy conditions on (input, earlier, latest).
         cache_size: view sets (with their target) whose rendered conditioning a denoiser keeps.
@@ -149,6 +155,7 @@ class GeNVSConfig(MethodConfig):
     sigma_max: float = 80.0
     cond_dropout: float = 0.1
     rgb_loss_weight: float = 1.0
+    augment_flip: float = 0.0
     min_views: int = 1
     max_views: int = 2
     sample_max_views: int = 4
@@ -176,6 +183,8 @@ class GeNVSConfig(MethodConfig):
         if self.samples_stratified < 1 or self.samples_importance < 0 or self.render_chunk < 1:
             raise ValueError("need samples_stratified >= 1, samples_importance >= 0 and render_chunk >= 1")
         check_probability("cond_dropout", self.cond_dropout)
+        if not 0.0 <= self.augment_flip <= 1.0:
+            raise ValueError(f"augment_flip is a probability in [0, 1], got {self.augment_flip}")
         if not 1 <= self.min_views <= self.max_views:
             raise ValueError(f"need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}")
         if self.sample_max_views < 1 or self.cache_size < 1:
@@ -196,6 +205,39 @@ def unet_config(config: GeNVSConfig) -> UNetConfig:
                       ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, attn_resolutions=c.attn_resolutions,
                       mid_attention=True, num_heads=c.num_heads, norm_groups=c.norm_groups, dropout=c.dropout,
                       emb_mode="film", block_emb_act=True, resample="conv", zero_init=True)
+
+
+def mirror_cameras(cameras: Cameras) -> Cameras:
+    """The cameras of a world mirrored by ``x -> −x``, for images flipped left-right (any shape).
+
+    OpenCV camera-to-world ``c2w`` (x right, y down, z forward), ``K`` in pixels with pixel centres at +0.5:
+    ``c2w' = M · c2w · M`` with ``M = diag(−1, 1, 1, 1)`` (world mirror on the left, camera-x mirror on the right:
+    the rotation ``M R M`` is proper again, the centre ``(x, y, z) -> (−x, y, z)``), and ``K' = F · K · diag(−1, 1,
+    1)`` with ``F`` the column flip ``u -> W − u``: ``cx -> W − cx``, skew ``-> −skew``, ``fx, fy, cy`` kept. A world
+    point ``X`` seen at pixel ``(u, v)`` and camera-z depth ``z`` is seen, mirrored to ``(−X_x, X_y, X_z)``, at
+    ``(W − u, v)`` and the same depth: column ``j`` of the image becomes column ``W − 1 − j`` (``image.flip(-1)``).
+    """
+    m = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=cameras.c2w.dtype, device=cameras.c2w.device))
+    K = cameras.K.clone()
+    K[..., 0, 2] = cameras.width - cameras.K[..., 0, 2]
+    K[..., 0, 1] = -cameras.K[..., 0, 1]
+    return Cameras(m @ cameras.c2w @ m, K, cameras.width, cameras.height)
+
+
+def mirror_view_set(views: ViewSet, flip: Tensor) -> ViewSet:
+    """``views (B, N)`` with the samples where ``flip (B,)`` is True mirrored: images (and masks, depth) flipped
+    left-right, cameras by :func:`mirror_cameras` (camera-z depth is unchanged by the mirror)."""
+    def sel(t: Tensor | None) -> Tensor | None:
+        if t is None:
+            return None
+        f = flip.to(t.device).reshape(-1, *([1] * (t.ndim - 1)))
+        return torch.where(f, t.flip(-1), t)
+
+    cams, mirrored = views.cameras, mirror_cameras(views.cameras)
+    f = flip.to(cams.c2w.device)[:, None, None, None]
+    cameras = Cameras(torch.where(f, mirrored.c2w, cams.c2w), torch.where(f, mirrored.K, cams.K), cams.width,
+                      cams.height)
+    return replace(views, images=sel(views.images), cameras=cameras, masks=sel(views.masks), depth=sel(views.depth))
 
 
 def _field_of(field: FeatureField, vols: FrustumVolumes):
@@ -334,13 +376,27 @@ class GeNVS(Method):
         gdev = generator.device if generator is not None else torch.device(device)
         return (torch.rand(batch, generator=generator, device=gdev) < self.config.cond_dropout).to(device)
 
+    def augment(self, batch: PairBatch, generator: torch.Generator | None = None) -> tuple[PairBatch, Tensor]:
+        """``(batch, flip (B,) bool)``: each sample mirrored as a whole with probability ``augment_flip``
+        (:func:`mirror_view_set` on its input views and its target); one uniform per sample from ``generator``."""
+        B = batch.cond.batch_size
+        gdev = generator.device if generator is not None else batch.cond.images.device
+        flip = (torch.rand(B, generator=generator, device=gdev) < self.config.augment_flip).cpu()
+        if not flip.any():
+            return batch, flip
+        return replace(batch, cond=mirror_view_set(batch.cond, flip), target=mirror_view_set(batch.target, flip)), flip
+
     def loss(self, batch: PairBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """EDM loss of the denoiser + ``rgb_loss_weight`` × the RGB render loss, per sample, batch-averaged.
 
-        Draws from ``generator`` (on its own device), in order: σ ``(B,)``, ε ``(B, 3, H, W)``, the dropout
-        mask ``(B,)``, then the rendering's jitter and importance uniforms. Returns ``{"loss", "diffusion",
-        "rgb", "opacity", "cond_dropped"}``.
+        Draws from ``generator`` (on its own device), in order: with ``augment_flip > 0`` first the flip draw
+        ``(B,)`` (:meth:`augment`), then σ ``(B,)``, ε ``(B, 3, H, W)``, the dropout mask ``(B,)``, then the
+        rendering's jitter and importance uniforms. Returns ``{"loss", "diffusion", "rgb", "opacity",
+        "cond_dropped"}``, and ``"flipped"`` (the fraction mirrored) with ``augment_flip > 0``.
         """
+        flipped = None
+        if self.config.augment_flip > 0:
+            batch, flipped = self.augment(batch, generator)
         views, target = batch.cond, batch.target.cameras[:, 0]
         self.check_inputs(views, target)
         x0 = batch.target.images[:, 0]
@@ -359,8 +415,11 @@ class GeNVS(Method):
         diffusion = edm_loss(denoised.float(), x0.float(), sigma, c.sigma_data)
         rgb = self.rgb_loss(r["rgb"], x0)
         total = diffusion.mean() + c.rgb_loss_weight * rgb.mean()
-        return {"loss": total, "diffusion": diffusion.mean().detach(), "rgb": rgb.mean().detach(),
-                "opacity": r["opacity"].mean().detach(), "cond_dropped": drop.float().mean()}
+        out = {"loss": total, "diffusion": diffusion.mean().detach(), "rgb": rgb.mean().detach(),
+               "opacity": r["opacity"].mean().detach(), "cond_dropped": drop.float().mean()}
+        if flipped is not None:
+            out["flipped"] = flipped.float().mean().to(dev)
+        return out
 
     # ------------------------------------------------------------------------------ sampling
     def single_view_denoiser(self, guidance: float | None = None, *, cache_size: int | None = None) -> GeNVSDenoiser:
