@@ -1,5 +1,5 @@
-"""The ``vantage`` command: ``demo``, ``data``, ``sample``, ``train``, ``convert``, ``reconstruct``, ``export``,
-``preprocess``, ``evaluate`` and ``serve``.
+"""The ``vantage`` command: ``demo``, ``data``, ``sample``, ``train``, ``ema``, ``convert``, ``reconstruct``,
+``export``, ``preprocess``, ``evaluate`` and ``serve``.
 
 Each sub-command lives in its own module and registers itself with :func:`build_parser`.
 Errors a user can fix (bad input, existing outputs) are printed as one line with exit code 2;
@@ -22,7 +22,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vantage.cli import convert, data, demo, evaluate, export, preprocess, reconstruct, sample, serve
+    from vantage.cli import convert, data, demo, ema, evaluate, export, preprocess, reconstruct, sample, serve
     from vantage.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     sample.register(sub)
     train_cmd.register(sub)
+    ema.register(sub)
     convert.register(sub)
     reconstruct.register(sub)
     export.register(sub)

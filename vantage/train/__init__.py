@@ -9,6 +9,8 @@
 - :mod:`vantage.train.checkpoint`: atomic checkpoints, :func:`load_checkpoint` (a run or
   checkpoint folder -> the method with its EMA weights), :class:`CheckpointError`.
 - :mod:`vantage.train.ema`: EDM half-life, fixed decay and EDM2 power-function EMA.
+- :mod:`vantage.train.posthoc_ema`: EDM2's post-hoc EMA: power EMAs of two widths with snapshots
+  (``train.ema_posthoc``) and the reconstruction of any width from them (``vantage ema``).
 - :mod:`vantage.train.schedule`: warm-up + cosine / inverse-sqrt learning rates.
 - :mod:`vantage.train.data`: ``--data`` specs (``synthetic[:SPLIT]`` or a dataset path), the
   batch sampler that keeps the global batch independent of the number of processes.

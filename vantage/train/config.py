@@ -37,6 +37,7 @@ PRECISIONS = ("fp32", "bf16")
 RESUMABLE_FIELDS = frozenset({
     "duration", "log_every", "ckpt_every", "sample_every", "keep_checkpoints", "num_workers", "micro_batch",
     "compile", "tensorboard", "progress", "preview_count", "max_bad_steps", "find_unused_parameters",
+    "ema_posthoc_every",
 })
 
 _LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(steps?|img|kimg|mimg)?\s*$", re.IGNORECASE)
@@ -108,6 +109,14 @@ class TrainConfig:
         ema_decay: ``"decay"``: per-step decay ``beta``.
         ema_std: ``"power"``: relative standard deviation sigma_rel of the power-function profile
             (EDM2; 0.05 <=> gamma ~ 17, 0.10 <=> gamma ~ 6.9).
+        ema_posthoc: also keep power-function EMAs of the widths ``ema_posthoc_stds`` and store snapshots of them
+            in ``RUN_DIR/ema_snapshots/``, from which ``vantage ema`` reconstructs the EMA of any width after
+            training (EDM2's post-hoc EMA, :mod:`vantage.train.posthoc_ema`). Off by default; it does not change
+            the training or the checkpoints' weights (``model.safetensors`` stays the ``ema`` above).
+        ema_posthoc_stds: ``ema_posthoc``: the widths sigma_rel kept (EDM2: 0.05 and 0.10). A width equal to a
+            ``"power"`` ``ema_std`` shares the trainer's EMA instead of keeping a second copy.
+        ema_posthoc_every: ``ema_posthoc``: snapshot interval (steps or images, like ``ckpt_every``); a snapshot
+            is also written at the end of the run and when it is stopped (0 = only then).
         precision: ``"fp32"`` or ``"bf16"`` (autocast on CPU and CUDA; parameters, optimizer and EMA
             stay fp32).
         compile: wrap the loss computation in ``torch.compile`` (CUDA only; ignored with a note on CPU).
@@ -146,6 +155,9 @@ class TrainConfig:
     ema_rampup: float | None = 0.05
     ema_decay: float = 0.9999
     ema_std: float = 0.05
+    ema_posthoc: bool = False
+    ema_posthoc_stds: tuple[float, ...] = (0.05, 0.10)
+    ema_posthoc_every: int | str = 5000
     precision: str = "fp32"
     compile: bool = False
     num_workers: int = 2
@@ -162,6 +174,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        stds = self.ema_posthoc_stds
+        if not isinstance(stds, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                      for v in stds):
+            raise ValueError(f"train.ema_posthoc_stds must be a list of widths like [0.05, 0.1], got {stds!r}")
+        self.ema_posthoc_stds = tuple(float(v) for v in stds)
         for name in ("lr", "eps", "weight_decay", "lr_min_ratio", "ema_decay", "ema_std"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -193,6 +210,11 @@ class TrainConfig:
         need(self.ema in EMA_MODES, f"train.ema must be one of {EMA_MODES}, got {self.ema!r}")
         need(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         need(0 < self.ema_std < 0.3, f"train.ema_std must be in (0, 0.3) (sigma_rel of EDM2), got {self.ema_std}")
+        need(isinstance(self.ema_posthoc, bool), f"train.ema_posthoc must be true or false, got {self.ema_posthoc!r}")
+        need(len(self.ema_posthoc_stds) >= 1 and len(set(self.ema_posthoc_stds)) == len(self.ema_posthoc_stds)
+             and all(0 < v < 0.3 for v in self.ema_posthoc_stds),
+             f"train.ema_posthoc_stds must be one or more distinct widths in (0, 0.3), got "
+             f"{list(self.ema_posthoc_stds)}")
         need(self.ema_rampup is None or self.ema_rampup > 0, f"train.ema_rampup must be None or > 0, "
                                                              f"got {self.ema_rampup}")
         need(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
@@ -200,7 +222,7 @@ class TrainConfig:
         need(self.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0, got {self.keep_checkpoints}")
         need(self.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
         for name in ("duration", "warmup", "lr_decay_ref", "ema_halflife", "log_every", "ckpt_every",
-                     "sample_every"):
+                     "sample_every", "ema_posthoc_every"):
             _parse(getattr(self, name), f"train.{name}")
         need(parse_length(self.duration, self.batch, "train.duration") >= 1, "train.duration must be >= 1 step")
         need(parse_length(self.lr_decay_ref, self.batch) >= 1, "train.lr_decay_ref must be >= 1 step")
@@ -226,6 +248,7 @@ class TrainConfig:
             ckpt_every=parse_length(self.ckpt_every, b, "train.ckpt_every"),
             sample_every=parse_length(self.sample_every, b, "train.sample_every"),
             ema_halflife_images=parse_images(self.ema_halflife, b, "train.ema_halflife"),
+            ema_posthoc_every=parse_length(self.ema_posthoc_every, b, "train.ema_posthoc_every"),
         )
 
 
@@ -247,6 +270,7 @@ class TrainPlan:
     ckpt_every: int
     sample_every: int
     ema_halflife_images: float
+    ema_posthoc_every: int = 0
 
     def due(self, every: int, step: int) -> bool:
         """Whether an interval of ``every`` steps ends after ``step`` steps (always at the end)."""

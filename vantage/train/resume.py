@@ -74,7 +74,7 @@ def prepare_run_dir(run_dir: Path, new: dict, *, method_config: Any, train_confi
                 f"{run_dir} holds a run with another configuration, so it cannot be resumed with this "
                 f"one. Differences (stored -> requested): {'; '.join(diffs)}. On resume only these training "
                 f"fields may change: {', '.join(sorted(RESUMABLE_FIELDS))}. Use a new --out for a new run.")
-        changed = diff_configs(found.config.get("train", {}), new["train"])
+        changed = diff_configs(stored.get("train", {}), new["train"])  # fields added since: as their defaults
         say(f"resuming {run_dir} from {found.checkpoint.name}"
             + (f" (changed: {'; '.join(changed)})" if changed else ""))
         decision["checkpoint"] = str(found.checkpoint)

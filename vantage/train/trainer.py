@@ -15,7 +15,8 @@ One optimizer step (global batch ``B`` = ``W`` processes x ``A`` micro-steps x `
    global batch, as in one process); DDP synchronises only on the last micro-step (``no_sync``).
 3. the gradient norm is computed (and clipped); if it or the loss is not finite on any rank the
    step is skipped (no optimizer/EMA update) and counted; ``max_bad_steps`` in a row abort.
-4. AdamW steps with the scheduled learning rate; the EMA (rank 0) is updated.
+4. AdamW steps with the scheduled learning rate; the EMA (rank 0) is updated, and with ``ema_posthoc`` the
+   post-hoc power EMAs too (:mod:`vantage.train.posthoc_ema`; snapshots every ``ema_posthoc_every``).
 
 Progress is counted in images (``kimg``); logs, preview grids and checkpoints are written by rank 0
 at their intervals and at the end. Ctrl-C or SIGTERM (or :meth:`Trainer.request_stop`) stops the
@@ -48,6 +49,7 @@ from vantage.train.data import DataSpec, build_loader, make_pair_dataset, step_s
 from vantage.train.distributed import DistContext
 from vantage.train.ema import EMA
 from vantage.train.logging import IntervalStats, RunLogger, SamplePreviews, peak_memory_mb, truncate_stats
+from vantage.train.posthoc_ema import PosthocEMA, remove_snapshots_after
 from vantage.train.resume import ResumeError, comparable, prepare_run_dir
 from vantage.train.schedule import lr_at
 from vantage.train.stop import StopRequest
@@ -194,6 +196,8 @@ class Trainer:
                                 weight_decay=cfg.weight_decay)
         ema = (EMA(method, cfg.ema, batch=plan.batch, halflife_images=plan.ema_halflife_images, rampup=cfg.ema_rampup,
                    decay=cfg.ema_decay, std=cfg.ema_std) if ctx.is_main else None)
+        posthoc = (PosthocEMA(method, cfg.ema_posthoc_stds, shared=ema) if cfg.ema_posthoc and ctx.is_main else None)
+        self._posthoc = posthoc
         start, elapsed, interval, bad_total, bad_run = 0, 0.0, IntervalStats(), 0, 0
         resumed_from = data_state = None
         if decision["checkpoint"] is not None:
@@ -202,6 +206,10 @@ class Trainer:
             opt.load_state_dict(state["optimizer"])
             if ema is not None:
                 ema.load_state_dict(state["ema"])
+            if posthoc is not None:
+                if "posthoc_ema" not in state:
+                    raise ResumeError(f"{decision['checkpoint']} holds no post-hoc EMA state (train.ema_posthoc)")
+                posthoc.load_state_dict(state["posthoc_ema"])
             start = resumed_from = int(state["step"])
             elapsed, interval = float(state.get("elapsed_s", 0.0)), IntervalStats(state.get("interval"))
             bad_total, bad_run = int(state.get("bad_steps_total", 0)), int(state.get("bad_steps_in_a_row", 0))
@@ -210,6 +218,8 @@ class Trainer:
                 dropped = truncate_stats(self.run_dir, start)
                 if dropped:
                     self.say(f"dropped {dropped} stats line(s) logged after step {start} (the run died after them)")
+                if posthoc is not None and (gone := remove_snapshots_after(self.run_dir, start)):
+                    self.say(f"removed {gone} EMA snapshot(s) written after step {start} (they are written again)")
         if start >= plan.total_steps:
             self.say(f"the run is already at step {start} of {plan.total_steps}; nothing to do "
                      f"(pass a larger --steps to continue it)")
@@ -302,6 +312,8 @@ class Trainer:
                     bad_run = 0
                     if ema is not None:
                         ema.update(method, done)
+                    if posthoc is not None:
+                        posthoc.update(method, done)
                     last = {**dict(zip(keys, means)), "grad_norm": gnorm}
                     interval.add(last)
                 self._bar.update(plan.batch)
@@ -316,6 +328,8 @@ class Trainer:
                     interval = IntervalStats()
                 if previews is not None and plan.due(plan.sample_every, done):
                     previews.write(ema.module, done)
+                if posthoc is not None and plan.due(plan.ema_posthoc_every, done):  # before the checkpoint of `done`
+                    posthoc.save(self.run_dir, done, done * plan.batch, method.to_json()["method"])
                 if plan.due(plan.ckpt_every, done):
                     if ctx.is_main:
                         ckpt_path = self._save(done, opt, ema, elapsed, interval, bad_total, bad_run)
@@ -325,6 +339,8 @@ class Trainer:
                     self.on_step_end(done, last)
                 stopping = stopping or (not ctx.distributed and stop.requested)  # DDP: the flag of the all-reduce
                 if stopping and done < plan.total_steps:
+                    if posthoc is not None and not plan.due(plan.ema_posthoc_every, done):
+                        posthoc.save(self.run_dir, done, done * plan.batch, method.to_json()["method"])
                     if not plan.due(plan.ckpt_every, done):
                         if ctx.is_main:
                             ckpt_path = self._save(done, opt, ema, elapsed, interval, bad_total, bad_run)
@@ -373,6 +389,8 @@ class Trainer:
                  "bad_steps_total": bad_total, "bad_steps_in_a_row": bad_run, "world_size": self.dist.world_size,
                  "vantage_version": __version__, "data": self._sampler.state(done),
                  "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}}
+        if getattr(self, "_posthoc", None) is not None:
+            state["posthoc_ema"] = self._posthoc.state_dict()
         config = {**self.run_config(), "step": done, "images": done * self.plan.batch}
         path = save_checkpoint(self.run_dir, done, config=config, weights=ema.module.state_dict(),
                                training_state=state, keep=self.config.keep_checkpoints)
