@@ -514,6 +514,28 @@ def test_pooled_strategy_keeps_the_input_and_the_latest_view():
     assert idx[1].tolist() == [0, 1, -1]
     with pytest.raises(TypeError, match="GeNVS"):
         make_strategy("genvs-pooled", lambda x, s, c: x)
+    # as many inputs as max_views (or more): the latest generated view is still kept, with a warning
+    valid = torch.tensor([[True] * 6])
+    for keep_first in (3, 5):
+        strat = make_strategy("genvs-pooled", m.single_view_denoiser(), max_views=3, keep_first=keep_first)
+        with pytest.warns(UserWarning, match="the first 2 inputs and the latest view are kept"):
+            assert strat.select(valid).tolist() == [[0, 1, 5]]
+    strat = make_strategy("genvs-pooled", m.single_view_denoiser(), max_views=1, keep_first=2)
+    assert strat.select(valid).tolist() == [[0]]  # one view: the input, as before
+
+
+def test_max_cond_views_option():
+    from vantage.sampling.strategy_choice import choose_strategy
+
+    m = tiny()
+    choice = choose_strategy(m, None, input_views=2, max_views=3)
+    assert choice.name == "genvs-pooled" and choice.options == {"keep_first": 2, "max_views": 3}
+    assert choose_strategy(m, None, input_views=2).options == {"keep_first": 2}  # default: the config's
+    names = {"max_views": "--max-cond-views", "strategy": "--strategy"}
+    with pytest.raises(ValueError, match="--max-cond-views .* needs --strategy genvs-pooled"):
+        choose_strategy(m, "single", max_views=2, names=names)
+    with pytest.raises(ValueError, match="--max-cond-views is a number of views and must be >= 1, got 0"):
+        choose_strategy(m, None, max_views=0, names=names)
 
 
 def test_render_conditioning_and_guidance():
@@ -565,6 +587,17 @@ def test_checkpoint_round_trip_and_vantage_sample(tmp_path, capsys):
     assert Image.open(out2 / "field" / "field.gif").n_frames == 3
     assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "2", "--strategy",
                  "genvs-pooled", "--steps", "1", "--out", str(tmp_path / "x"), "--device", "cpu"]) == 0
+    # --max-cond-views: the pooled set size; with 2 inputs and K = 2 the latest view replaces the second input
+    capsys.readouterr()
+    out3 = tmp_path / "k2"
+    assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "4", "--input-views", "0,1",
+                 "--max-cond-views", "2", "--steps", "1", "--out", str(out3), "--device", "cpu"]) == 0
+    summary = json.loads((out3 / "sample.json").read_text())
+    assert summary["strategy_options"] == {"keep_first": 2, "max_views": 2}
+    assert "the first 1 inputs and the latest view are kept" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--strategy", "single", "--max-cond-views",
+                 "2", "--out", str(tmp_path / "bad"), "--device", "cpu"]) != 0
+    assert "--max-cond-views sets how many views" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- errors

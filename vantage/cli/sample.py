@@ -7,7 +7,7 @@
                     --order sequential|alternating --save-weights [mean|final] --save-intermediates --seed S]
                    [--elevation DEG --arc START:END | --cameras FILE | --targets dataset] [--device D]
                    [--t-in T --t-auto T --window DEG --distance azimuth|azimuth+elevation --separate-noise]
-                   [--walk-step DEG [--save-walks]] [--max-context K]
+                   [--walk-step DEG [--save-walks]] [--max-context K] [--max-cond-views K]
 
 Several input views: an object folder with ``--input-views`` (positions) or ``--num-input-views``
 (evenly spaced), or several image files. The orbit runs through the first input. By default every
@@ -22,7 +22,8 @@ others; its default order is alternating). ``--walk-step DEG`` (interpolated onl
 mode: every target is generated on its own, by a walk from the input in steps of at most DEG degrees (each pose
 conditioned on the input and the walk's earlier poses), instead of one autoregressive orbit. ``--max-context K``
 (composed and interpolated) conditions on the inputs and only the K generated views nearest in pose to the target,
-which bounds the cost of a view.
+which bounds the cost of a view. ``--max-cond-views K`` (GeNVS's ``genvs-pooled``) pools at most K views of the set
+per step: the inputs (at most K-1), the latest generated view and random earlier ones.
 
 Targets: the orbit through the (first) input at its elevation (``--elevation`` any other), over the
 full circle or a partial arc ``--arc START:END`` (degrees from the input's azimuth, e.g.

@@ -1,6 +1,7 @@
 """The strategy options of ``vantage sample``: their flags, their validation and the strategy they select.
 
-:func:`add_strategy_arguments` registers ``--strategy``, ``--max-rows``, ``--max-context`` (the composed and
+:func:`add_strategy_arguments` registers ``--strategy``, ``--max-rows``, ``--max-cond-views`` (``genvs-pooled``: the
+views pooled per step), ``--max-context`` (the composed and
 interpolated strategies: the inputs plus the ``K`` generated views nearest in pose, :mod:`vantage.sampling.context`)
 and the interpolated-denoising group (``--t-in``, ``--t-auto``, ``--window``, ``--distance``, ``--separate-noise``,
 and the single-target mode ``--walk-step`` / ``--save-walks``, :mod:`vantage.sampling.walks`).
@@ -33,6 +34,10 @@ def add_strategy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rows", type=int, default=None, metavar="R",
                    help="ViewFusion (composed) and --strategy interpolated: at most R views per network call (the "
                         "set is split; less memory, same result)")
+    p.add_argument("--max-cond-views", type=int, default=None, metavar="K", dest="max_cond_views",
+                   help="--strategy genvs-pooled (GeNVS's default): condition every step on at most K views of the "
+                        "set: the input views (at most K-1 of them), the latest generated view and random earlier "
+                        "ones (default: the checkpoint's sample_max_views)")
     p.add_argument("--max-context", type=int, default=None, metavar="K",
                    help="--strategy composed or interpolated, autoregressive: condition on the input views and only "
                         "the K generated views nearest in pose to the target (default: all of them); a view then "
@@ -63,7 +68,7 @@ def add_strategy_arguments(p: argparse.ArgumentParser) -> None:
 _FLAGS = {"strategy": "--strategy", "guidance": "--guidance", "max_rows": "--max-rows", "max_context": "--max-context",
           "weights": "--save-weights", "t_in": "--t-in", "t_auto": "--t-auto", "window_deg": "--window",
           "distance": "--distance", "separate_noise": "--separate-noise", "walk_step": "--walk-step",
-          "order": "--order", "autoregressive": "--no-autoregressive"}
+          "order": "--order", "autoregressive": "--no-autoregressive", "max_views": "--max-cond-views"}
 
 
 def choose_strategy(method: Any, args: argparse.Namespace) -> StrategyChoice:
@@ -79,9 +84,15 @@ def choose_strategy(method: Any, args: argparse.Namespace) -> StrategyChoice:
                       max_context=args.max_context, autoregressive=args.autoregressive, weights=args.save_weights,
                       order=args.order, t_in=args.t_in, t_auto=args.t_auto, window_deg=args.window,
                       distance=args.distance, separate_noise=args.separate_noise, walk_step=args.walk_step,
-                      names=_FLAGS)
+                      names=_FLAGS, **_pooled(args))
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def _pooled(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"max_views": K}`` for ``--max-cond-views K`` (nothing without it, so callers' defaults stay)."""
+    k = getattr(args, "max_cond_views", None)
+    return {} if k is None else {"max_views": k}
 
 
 def composed_set_note(cfg: Any, k: int, n_new: int, args: argparse.Namespace) -> str | None:

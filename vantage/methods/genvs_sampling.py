@@ -15,11 +15,13 @@
   once per strategy (per orbit step) and the latest view, each with its own frustum volume, mean-pooled in the
   field. With :func:`vantage.sampling.autoregressive_orbit` the set holds the inputs first and the generated
   views in generation order, so "first" is the input and "last" the latest generated view; ``keep_first=K``
-  keeps ``K`` input views.
+  keeps ``K`` input views, at most ``max_views − 1`` of them so that the latest view always stays (with more
+  inputs than that, a warning says which are kept).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -196,8 +198,10 @@ class GeNVSPooled(Strategy):
         denoiser: a GeNVS denoiser (:meth:`GeNVS.single_view_denoiser`), which takes view sets itself.
         generator: ``None``, one generator, or one per sample (the orbit's); the random earlier views are drawn
             from it at the first call.
-        max_views: views per sample (default: the model's ``sample_max_views``).
-        keep_first: the first ``keep_first`` valid views are always kept (the inputs of an orbit).
+        max_views: views per sample (default: the model's ``sample_max_views``; ``vantage sample --max-cond-views``).
+        keep_first: the first ``keep_first`` valid views are always kept (the inputs of an orbit), but at most
+            ``max_views − 1`` of them when ``max_views >= 2``: the latest view is always kept too (a warning says
+            so when the cap applies).
 
     ``last_index`` holds the ``(B, M)`` chosen positions (``-1``: padding) and ``last_cond`` the pooled
     :class:`ViewSetCond` of the latest call (e.g. for :meth:`GeNVS.render_conditioning` of a generated view).
@@ -219,6 +223,7 @@ class GeNVSPooled(Strategy):
         self.last_index: Tensor | None = None
         self.last_cond: ViewSetCond | None = None
         self._valid: Tensor | None = None
+        self._warned = False
 
     def _perm(self, b: int, n: int, B: int) -> Tensor:
         g = self.generator
@@ -234,10 +239,16 @@ class GeNVSPooled(Strategy):
         valid = valid.cpu()
         B = valid.shape[0]
         rows = []
+        keep = min(self.keep_first, self.max_views - 1 if self.max_views >= 2 else 1)  # room for the latest view
         for b in range(B):
             pos = valid[b].nonzero().flatten().tolist()
             if len(pos) > self.max_views:
-                first = pos[:min(self.keep_first, self.max_views)]
+                if keep < self.keep_first and self.max_views >= 2 and not self._warned:
+                    self._warned = True
+                    warnings.warn(f"genvs-pooled: keep_first={self.keep_first} input views but max_views="
+                                  f"{self.max_views}: the first {keep} inputs and the latest view are kept "
+                                  f"(raise --max-cond-views / sample_max_views to keep every input)", stacklevel=2)
+                first = pos[:keep]
                 last = [pos[-1]] if len(first) < self.max_views and pos[-1] not in first else []
                 middle = [p for p in pos if p not in first and p not in last]
                 room = self.max_views - len(first) - len(last)

@@ -16,7 +16,8 @@ Which option fits which strategy:
 * ``weights``: ``composed`` only (its per-view weight maps; ``"mean"`` accumulates them over the calls);
 * ``t_in``, ``t_auto``, ``window_deg``, ``distance``, ``separate_noise``, ``walk_step``: ``interpolated`` only;
 * ``guidance`` ≠ 0: methods with classifier-free guidance (not ViewFusion);
-* ``genvs-pooled``: GeNVS only (the ``input_views`` of the set are kept: ``keep_first``).
+* ``genvs-pooled``: GeNVS only (the ``input_views`` of the set are kept: ``keep_first``); ``max_views``: its
+  pooled set size (``vantage sample --max-cond-views``), ``genvs-pooled`` only.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def choose_strategy(method: Any, name: str | None = None, *, guidance: float | N
                     weights: str | None = None, input_views: int = 1, order: str | None = None,
                     t_in: float | None = None, t_auto: float | None = None, window_deg: float | None = None,
                     distance: str | None = None, separate_noise: bool = False, walk_step: float | None = None,
-                    names: Mapping[str, str] | None = None) -> StrategyChoice:
+                    names: Mapping[str, str] | None = None, max_views: int | None = None) -> StrategyChoice:
     """The strategy ``name`` (None: :func:`default_strategy_name`) for ``method`` with these options, checked.
 
     Args:
@@ -87,6 +88,8 @@ def choose_strategy(method: Any, name: str | None = None, *, guidance: float | N
             defaults; ``distance`` then ``azimuth``, or ``azimuth+elevation`` with ``walk_step``).
         walk_step: ``interpolated``'s single-target mode, the largest step of a walk in degrees (> 0); it is
             checked here, the walks themselves are :func:`~vantage.sampling.walks.sample_target_walks`.
+        max_views: ``genvs-pooled``: pool at most this many views of the set (``>= 1``; None: the checkpoint's
+            ``sample_max_views``).
         names: how the caller names the options in the messages (``{"max_context": "--max-context", ...}``; keys:
             the keyword names above and ``strategy``, ``autoregressive`` (its False setting)).
 
@@ -117,6 +120,12 @@ def choose_strategy(method: Any, name: str | None = None, *, guidance: float | N
         raise ValueError(f"{', '.join(given)}: option(s) of interpolated denoising, they need {strategy_word} "
                          f"interpolated (got {name})")
     _check_walk(walk_step, autoregressive, order, say)
+    if max_views is not None:
+        if name != "genvs-pooled":
+            raise ValueError(f"{say('max_views')} sets how many views GeNVS's pooled set conditioning uses: it needs "
+                             f"{strategy_word} genvs-pooled (got {name})")
+        if isinstance(max_views, bool) or not isinstance(max_views, int) or max_views < 1:
+            raise ValueError(f"{say('max_views')} is a number of views and must be >= 1, got {max_views}")
     _check_max_context(max_context, name, autoregressive, say)
     if guidance and not getattr(method, "supports_guidance", True):
         raise ValueError(f"{method.name} has no classifier-free guidance (no unconditional branch): set "
@@ -151,7 +160,10 @@ def choose_strategy(method: Any, name: str | None = None, *, guidance: float | N
 
         return StrategyChoice(composed_strategy, name, {"accumulate_weights": weights == "mean",
                                                         "max_context": max_context}, order)
-    return StrategyChoice(name, name, {"keep_first": input_views} if name == "genvs-pooled" else {}, order)
+    if name == "genvs-pooled":
+        pooled = {"keep_first": input_views, **({} if max_views is None else {"max_views": max_views})}
+        return StrategyChoice(name, name, pooled, order)
+    return StrategyChoice(name, name, {}, order)
 
 
 def _check_walk(walk_step: float | None, autoregressive: bool, order: str | None, say: Any) -> None:
