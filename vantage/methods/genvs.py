@@ -4,7 +4,8 @@ Pipeline (tensor shapes for a batch of ``B`` samples with ``N`` input-view slots
 
 1. **Lift**: every valid input view ``(3, H, W)`` -> :class:`~vantage.nn.frustum.FrustumEncoder`
    -> a pixel-aligned frustum volume ``(C, D, h, w)`` (``volume_channels`` x ``volume_depth`` planes between
-   ``near`` and ``far``, linear in depth or disparity, over an ``h = w = volume_resolution`` pixel grid),
+   ``near`` and ``far`` (or, with ``scene_radius``, each camera's own range around the scene ball at the origin),
+   linear in depth or disparity, over an ``h = w = volume_resolution`` pixel grid),
    packed as ``(R, C, D, h, w)`` for the ``R`` valid views (:class:`~vantage.nn.frustum.FrustumVolumes`).
 2. **Field**: a 3D point is projected into each input camera (OpenCV c2w, ``K`` in pixels), its volume is
    sampled trilinearly, a small MLP decodes density + ``feature_channels`` features, mean-pooled over the
@@ -27,7 +28,8 @@ Pipeline (tensor shapes for a batch of ``B`` samples with ``N`` input-view slots
 
 Sampling (:mod:`vantage.methods.genvs_sampling`): :meth:`GeNVS.single_view_denoiser` is
 ``D(x, σ, ViewCond | ViewSetCond) -> x̂0``; it renders the conditioning once per view set and target and caches
-it, so a sampling loop encodes each set once. The ``"genvs-pooled"`` strategy conditions every step on the input,
+it, and caches the encoded volumes per view set apart from that, so a sampling loop encodes each set once, also
+across targets (fixed input views). The ``"genvs-pooled"`` strategy conditions every step on the input,
 up to ``sample_max_views − 2`` random earlier generated views and the latest one (the paper's autoregressive
 sampling), each with its own volume, mean-pooled in the field. :meth:`GeNVS.render_conditioning`
 gives the RGB render and depth of the field at the target.
