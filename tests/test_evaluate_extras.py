@@ -110,3 +110,70 @@ def test_combine_samples_does_not_count_a_missing_set_metric_as_zero():
 
     r = combine_samples([one({"fid": 10.0}), one({})], "pred", "gt")
     assert r["set_metrics"]["fid"] == 10.0
+
+
+def test_spread_views_and_sweep_view_sets():
+    from vantage.eval.evaluate import EvaluationError
+    from vantage.eval.sweep import spread_views, sweep_view_sets
+
+    ring = list(range(24))
+    assert spread_views(ring, 0, 3) == [0, 8, 16] and spread_views(ring, 0, 6) == [0, 4, 8, 12, 16, 20]
+    assert spread_views(ring, 20, 2) == [20, 8]  # cyclic from the first input view
+    assert spread_views(list(range(5)), 0, 5) == [0, 1, 2, 3, 4]
+    p = protocol_from_dict({**BASE, "target_views": "all-others"})
+    sets, targets = sweep_view_sets(p, ring, [1, 2, 3])
+    assert sets == {1: [0], 2: [0, 12], 3: [0, 8, 16]} and targets == [v for v in ring if v not in (0, 8, 12, 16)]
+    with pytest.raises(EvaluationError, match="input_views is a list"):
+        sweep_view_sets(protocol_from_dict({**BASE, "input_views": {"random": 1}}), ring, [1, 2])
+    with pytest.raises(EvaluationError, match="uses every target view"):
+        sweep_view_sets(protocol_from_dict({**BASE, "target_views": [12]}), ring, [1, 2])
+    with pytest.raises(EvaluationError, match="cannot spread 30"):
+        spread_views(ring, 0, 30)
+
+
+def test_sweeps_through_the_cli(ckpt, tmp_path, capsys):
+    from vantage.cli.main import main
+
+    proto = tmp_path / "p.json"
+    proto.write_text(json.dumps({**BASE, "target_views": [3, 6, 9, 15]}))
+    out = tmp_path / "views"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(out),
+                 "--sweep-views", "1,2", "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "views 1: PSNR" in said and "views 2: PSNR" in said
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [r["value"] for r in doc["rows"]] == [1, 2] and [r["inputs"] for r in doc["rows"]] == [[0], [0, 12]]
+    assert doc["targets"] == [3, 6, 9, 15]
+    for r, k in zip(doc["rows"], (1, 2)):  # each row is the complete evaluation in its folder
+        sub = json.loads((out / f"views-{k}" / "metrics.json").read_text())
+        assert r["psnr"] == sub["result"]["mean"]["psnr"]
+        assert r["baseline_psnr"] == sub["result"]["baseline"]["mean"]["psnr"]
+        assert sub["run"]["overrides"]["input_views"] == r["inputs"]
+        assert sorted(p.stem for p in (out / f"views-{k}" / "gt" / "benchmark-000000").iterdir()) == [
+            "000003", "000006", "000009", "000015"]
+    # with two inputs, target 15 is copied from input 12: the baseline improves on it
+    one, two = (json.loads((out / f"views-{k}" / "metrics.json").read_text())["result"] for k in (1, 2))
+    rec = {k: next(x for x in r["per_image"] if x["image"].endswith("000015")) for k, r in ((1, one), (2, two))}
+    assert rec[2]["baseline_psnr"] != rec[1]["baseline_psnr"]
+    assert (out / "sweep.png").stat().st_size > 1000 and "| 2 | 0,12 |" in (out / "sweep.md").read_text()
+    # the output folder is guarded; --overwrite reruns in place
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(out),
+                 "--sweep-views", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+    out2 = tmp_path / "steps"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(out2),
+                 "--sweep-steps", "1,3", "--objects", "1"]) == 0
+    doc = json.loads((out2 / "sweep.json").read_text())
+    nfe = [r["nfe_per_view"] for r in doc["rows"]]
+    assert [r["steps"] for r in doc["rows"]] == [1, 3] and nfe[1] > nfe[0] > 0
+    capsys.readouterr()
+    for bad, why in ((["--sweep-steps", "2", "--steps", "2"], "do not go together"),
+                     (["--sweep-steps", "2", "--sweep-views", "1"], "one sweep at a time")):
+        assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out",
+                     str(tmp_path / "bad"), *bad]) == 2
+        assert why in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse refuses it
+        main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(tmp_path / "bad"),
+              "--sweep-views", "0,1"])
+    assert "positive integers" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     vantage evaluate --checkpoint RUN_DIR --protocol P --out DIR [--data PATH] [--device D]
                      [--objects N] [--steps K] [--resolution PX]
+    vantage evaluate --checkpoint RUN_DIR --protocol P --out DIR --sweep-views 1,2,3,6 | --sweep-steps 4,8,16,32
     vantage evaluate --pred DIR --gt DIR --out DIR [--protocol P] [--inputs DIR] [--device D]
     vantage evaluate --list
 
@@ -11,6 +12,12 @@ the protocol's seeds and sampler settings), saves ``inputs/``, ``gt/`` and ``pre
 dataset on disk (SRN, NMR, RealEstate10K) needs its folder with ``--data``. ``--objects`` and
 ``--steps`` override the protocol for quick looks, ``--resolution`` evaluates a model of another size (e.g.
 a 32 px one on a 64 px protocol); the report says so.
+
+Sweeps (checkpoint mode) run one evaluation per value into ``--out/views-K/`` or ``--out/steps-K/`` and
+write ``sweep.json``, ``sweep.md`` and ``sweep.png`` (PSNR and SSIM against the number of input views, with
+the copy-the-nearest-input baseline, or against the NFE per view): ``--sweep-views`` spreads K input
+views evenly from the protocol's first input view and scores every K on the same targets
+(docs/evaluation.md, "Sweeps").
 
 Files mode scores an existing folder of predictions against a folder of ground truth, matched
 by relative path without extension (``obj/000012.png`` <-> ``obj/000012.jpg``); ``--protocol``
@@ -66,12 +73,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="VIVID: the guide network (run or checkpoint folder), e.g. its unconditional model")
     p.add_argument("--sr-checkpoint", type=Path, default=None,
                    help="VIVID: chain this super-resolution stage (vivid-sr); the protocol's resolution is its output")
+    p.add_argument("--sweep-views", type=_int_list, default=None, metavar="K,K,...",
+                   help="checkpoint mode: one evaluation per number of input views (spread evenly from the "
+                        "protocol's first input view; the same targets for every count), plotted against it")
+    p.add_argument("--sweep-steps", type=_int_list, default=None, metavar="K,K,...",
+                   help="checkpoint mode: one evaluation per number of sampling steps, plotted against the NFE per "
+                        "view")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow writing into a non-empty --out (a previous evaluation's pred/, gt/, inputs/ are "
                         "replaced; other files are replaced one by one)")
     p.add_argument("--list", action="store_true", help="list the shipped protocols and exit")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,3,6, got '{text}'") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,2,3,6, got '{text}'")
+    return values
 
 
 def _check_args(args: argparse.Namespace) -> str:
@@ -91,7 +114,8 @@ def _check_args(args: argparse.Namespace) -> str:
         used = [o for o, v in (("--data", args.data), ("--objects", args.objects), ("--steps", args.steps),
                                ("--resolution", args.resolution),
                                ("--guidance", args.guidance), ("--guide", args.guide),
-                               ("--sr-checkpoint", args.sr_checkpoint)) if v is not None]
+                               ("--sr-checkpoint", args.sr_checkpoint), ("--sweep-views", args.sweep_views),
+                               ("--sweep-steps", args.sweep_steps)) if v is not None]
         if used:
             raise UserError(f"{', '.join(used)} only apply to checkpoint mode (--checkpoint)")
         return "files"
@@ -101,6 +125,10 @@ def _check_args(args: argparse.Namespace) -> str:
     if args.protocol is None:
         raise UserError("checkpoint mode needs --protocol (a shipped name such as synthetic-v1, or a JSON file; "
                         "see --list)")
+    if args.sweep_views is not None and args.sweep_steps is not None:
+        raise UserError("give one sweep at a time: --sweep-views or --sweep-steps")
+    if args.sweep_steps is not None and args.steps is not None:
+        raise UserError("--steps and --sweep-steps do not go together: the sweep sets the steps")
     for name, value in (("--objects", args.objects), ("--steps", args.steps)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
@@ -123,6 +151,21 @@ def _summary_line(result: dict) -> str:
              f"SSIM {mean['ssim']:.3f}" if mean.get("ssim") is not None else "",
              f"LPIPS {mean['lpips']:.3f}" if mean.get("lpips") is not None else ""]
     return ", ".join(p for p in parts if p)
+
+
+def _sweep(args: argparse.Namespace, protocol, out: Path, device: str) -> int:
+    from vantage.eval.sweep import sweep_checkpoint
+
+    which, values = ("views", args.sweep_views) if args.sweep_views else ("steps", args.sweep_steps)
+    doc = sweep_checkpoint(args.checkpoint, protocol, out, sweep=which, values=values, data=args.data, device=device,
+                           objects=args.objects, steps=args.steps, resolution=args.resolution, guidance=args.guidance,
+                           guide=args.guide, sr_checkpoint=args.sr_checkpoint, overwrite=args.overwrite)
+    for r in doc["rows"]:
+        base = "" if r["baseline_psnr"] is None else f" (copy nearest input {r['baseline_psnr']:.2f} dB)"
+        print(f"{which} {r['value']}: PSNR {r['psnr']:.2f} dB{base}, SSIM {r['ssim']:.3f}, "
+              f"{r['nfe_per_view']:.1f} NFE / view")
+    print(f"wrote to {out}/: {', '.join(doc['files'])}")
+    return 0
 
 
 def _group_skipped(skipped: dict[str, str]) -> dict[str, list[str]]:
@@ -152,6 +195,8 @@ def cmd_evaluate(args) -> int:
     try:
         protocol = load_protocol(args.protocol) if args.protocol is not None else None
         out, previous = prepare_evaluation_dir(args.out, args.overwrite, create=False)
+        if mode == "checkpoint" and (args.sweep_views or args.sweep_steps):
+            return _sweep(args, protocol, out, device)
         if mode == "checkpoint":
             from vantage.eval.evaluate_model import evaluate_checkpoint
 

@@ -181,13 +181,15 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
                         steps: int | None = None, previous: bool = False, progress: bool = True,
                         guidance: float | None = None, guide: str | Path | None = None,
                         sr_checkpoint: str | Path | None = None, resolution: int | None = None,
+                        views: tuple[list[int], list[int]] | None = None,
                         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate the protocol's targets with ``checkpoint`` into ``out`` and score them (module docstring).
 
     ``out`` is created after the checks (check it first with :func:`vantage.eval.report.prepare_evaluation_dir`);
     ``previous`` allows emptying the generated folders of an earlier evaluation there. ``objects``, ``steps`` and
     ``resolution`` (evaluate at this size, e.g. a 32 px model on a 64 px protocol) override the protocol (recorded
-    as such), and so does ``guidance``; ``guide`` and ``sr_checkpoint`` are VIVID's
+    as such), and so do ``guidance`` and ``views`` (``(input view ids, target view ids)`` for every object, as
+    :mod:`vantage.eval.sweep` uses); ``guide`` and ``sr_checkpoint`` are VIVID's
     guide network and super-resolution stage (:mod:`vantage.eval.evaluate_vivid`). Returns ``{"result", "files",
     "extra"}``.
     """
@@ -205,6 +207,11 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         if resolution < 8:
             raise EvaluationError(f"--resolution must be >= 8 px, got {resolution}")
         protocol = dataclasses.replace(protocol, resolution=resolution)
+    if views is not None:
+        inputs_, targets_ = (list(v) for v in views)
+        if not inputs_ or not targets_ or set(inputs_) & set(targets_):
+            raise EvaluationError(f"views: need input and target view ids, none of them both, got {views}")
+        protocol = dataclasses.replace(protocol, input_views=inputs_, target_views=targets_)
     method = load_checkpoint(checkpoint, device=device).eval()
     ckpt = Path(checkpoint)
     folder = ckpt if (ckpt / "model.safetensors").is_file() else (find_checkpoint(ckpt) or ckpt)
@@ -223,7 +230,9 @@ def evaluate_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path,
         raise EvaluationError(f"protocol {protocol.label}: {str(e).strip(chr(39))}") from None
     n_steps = steps or s.steps or cfg.default_steps
     overrides = {k: v for k, v in (("objects", objects), ("steps", steps), ("guidance", guidance),
-                                   ("resolution", resolution)) if v is not None}
+                                   ("resolution", resolution),
+                                   ("input_views", None if views is None else list(views[0])),
+                                   ("target_views", None if views is None else list(views[1]))) if v is not None}
     if guidance is None:
         guidance = cfg.default_guidance if s.guidance is None else s.guidance
     try:
