@@ -117,6 +117,27 @@ def test_quick_harness_on_two_methods(tmp_path, capsys):
     assert table_rows(out3)["regression"][:-1] == rows["regression"][:-1]  # the same scores (s / view is timed)
 
 
+def test_harness_with_the_consistency_score(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = ["--runs", str(runs), "--quick", "--tiny", "--methods", "regression-shapes32", "--set",
+            "train.progress=false", "--consistency"]
+    assert harness.main(argv) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.startswith("| method "))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    cell = dict(zip(cols, table_rows(out)["regression"]))["3D consistency PSNR (ceiling)"]
+    score, ceiling = re.fullmatch(r"(\d+\.\d\d) \((\d+\.\d\d)\)", cell).groups()
+    row = json.loads((runs / "harness.json").read_text())["rows"][0]
+    ev = json.loads((Path(row["eval_dir"]) / "metrics.json").read_text())["consistency"]
+    # the table shows the evaluation's own numbers: the score of input + generated views and the ceiling of input +
+    # ground truth, both fitted by the protocol copy's settings
+    assert float(score) == pytest.approx(ev["mean"]["psnr"], abs=0.006) == pytest.approx(row["consistency_psnr"])
+    assert float(ceiling) == pytest.approx(ev["ceiling"]["psnr"], abs=0.006)
+    assert ev["settings"]["grid"] == 16 and ev["settings"]["iters"] == 30 and len(ev["per_object"]) == 1
+    assert 5 < float(ceiling) < 100 and 0 < float(score) < 100
+    assert "synthetic-16px-3d-v1" in out
+
+
 def outside(text: str) -> tuple[str, str]:
     """``(text before the begin marker, text after the end marker and its newline)``; no markers: (text, "")."""
     if BEGIN not in text:
