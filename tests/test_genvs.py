@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from helpers import pair_batch, randomize
 
 from vantage.cameras import Cameras, hemisphere_cameras, orbit_cameras
+from vantage.data.mirror import mirror_cameras, mirror_view_set
 from vantage.data.testing import ToyDataset
 from vantage.data.views import ViewSet
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import sample_lognormal_sigma
 from vantage.methods import all_presets, build_method, method_from_json
 from vantage.methods.base import ViewCond, config_from_dict
-from vantage.methods.genvs import GeNVS, GeNVSConfig, mirror_cameras, mirror_view_set
+from vantage.methods.genvs import GeNVS, GeNVSConfig
 from vantage.nn.frustum import FrustumVolumes, depth_planes, sample_volumes, scene_near_far
 from vantage.nn.unet import count_parameters
 from vantage.nn.volume_render import render_image, render_rays, sample_pdf
