@@ -108,6 +108,47 @@ def test_sr_trains_and_presets(runs):
     assert big.config.camera_mean[12] == pytest.approx(57.708 * 4)  # RealEstate10K statistics at 256 px
 
 
+def test_vivid_sr_preset_is_the_256_stage(capsys):
+    """`vivid-sr` (the issue's name) is an alias of `vivid-sr256`: same config (with the RealEstate10K statistics at
+    256 px, which the method's bare defaults lack) and training defaults; the preset listing and --help still work."""
+    import vantage.methods as vm
+    from vantage.methods.vivid_sr import VIVIDSRConfig
+
+    presets = vm.all_presets()
+    assert presets["vivid-sr"][0] == "vivid-sr" and presets["vivid-sr"][1] == presets["vivid-sr256"][1]
+    assert vm.preset_train_defaults("vivid-sr") == vm.preset_train_defaults("vivid-sr256") != {}
+    assert VIVIDSRConfig().camera_mean is None  # what the name alone built before
+    cfg = vm.method_class("vivid-sr").config_class(**presets["vivid-sr"][1])
+    assert cfg.camera_mean is not None and cfg.camera_mean[12] == pytest.approx(57.708 * 4)
+    assert (cfg.resolution, cfg.low_resolution) == (256, 64)
+    assert main(["train", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("vivid-sr "))
+    assert "alias of vivid-sr256" in lines[i] and "lr_schedule=inv_sqrt" in lines[i + 1]
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0 and "--list" in capsys.readouterr().out
+
+
+def test_sample_refuses_a_guide_of_another_resolution(runs, tmp_path, capsys):
+    """`vantage sample --guide` with a guide network of another resolution: exit 2, the message names both sizes
+    (with an explicit weight and with the default one)."""
+    torch.manual_seed(0)
+    guide8 = _save(tmp_path / "guide8", build_method("vivid", {**TINY, "resolution": 8, "attn_resolutions": (4,),
+                                                               "conditional": False, "default_guidance": 1.0}))
+    img = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (40, 40, 200)).save(img)
+    common = ["--input", str(img), "--orbit", "2", "--strategy", "single", "--steps", "2", "--device", "cpu"]
+    for weight in (["--guidance", "2"], []):
+        out = tmp_path / f"out{len(weight)}"
+        code = main(["sample", "--checkpoint", str(runs["base"]), "--guide", str(guide8), "--out", str(out), *weight,
+                     *common])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("vantage sample: error:") and "Traceback" not in err
+        assert "works at 8x8" in err and "this model at 16x16" in err
+        assert not (out / "frames").exists()
+
+
 def test_sample_chains_the_sr_stage(runs, tmp_path, capsys):
     img = tmp_path / "in.png"
     Image.new("RGB", (24, 24), (200, 40, 40)).save(img)
