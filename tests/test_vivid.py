@@ -126,6 +126,28 @@ def test_plucker_camera_and_bad_inputs():
         build_method("vivid", {**TINY, "camera_mean": (0.0,) * 3, "camera_std": (1.0,) * 3})
 
 
+@pytest.mark.parametrize("preset", ["vivid-shapes32", "vivid-shapes32-uncond", "vivid-shapes64", "vivid-shapes-sr64"])
+def test_shapes_presets_statistics_are_those_of_the_ring(preset):
+    """The hard-coded ``_shapes_stats`` of the synthetic presets equal ``camera_statistics`` over the pairs these
+    presets train on: every ordered pair of distinct views (the pair sampler's ``random`` mode) of the synthetic
+    data's default 24-view ring, at the preset's resolution. A change to the ring, the camera vector or the
+    statistics code makes this fail."""
+    from vantage.data import SyntheticDataset
+    from vantage.methods import all_presets, method_class
+    from vantage.methods.vivid_camera import camera_statistics
+
+    method, values, _ = all_presets()[preset]
+    cfg = method_class(method).config_class(**values)  # the config only: no network
+    sampler = cfg.pair_sampler()
+    assert (sampler.mode, sampler.min_cond, sampler.max_cond, sampler.target_in_pool_prob) == ("random", 1, 1, 0.0)
+    cams = SyntheticDataset(split="train", num_objects=1, resolution=cfg.resolution).cameras(0)
+    assert len(cams) == 24
+    src, tgt = zip(*[(i, j) for i in range(24) for j in range(24) if i != j])
+    mean, std = camera_statistics([(cams[list(src)], cams[list(tgt)])], cfg.resolution)
+    assert cfg.camera_mean == pytest.approx(mean, abs=1e-9) and cfg.camera_std == pytest.approx(std, abs=1e-9)
+    assert (cfg.input_elevation_deg, cfg.input_radius, cfg.input_fov_deg) == (30.0, 2.5, 40.0)  # the same ring
+
+
 # ------------------------------------------------------------------------------------ training
 def test_loss_decreases_on_a_tiny_config():
     from vantage.data import PairDataset, PairSampler, SyntheticDataset, collate_pairs
@@ -248,3 +270,26 @@ def test_checkpoint_round_trip_and_sample(tmp_path, capsys):
     summary = json.loads((out / "sample.json").read_text())
     assert summary["views"] == 2 and summary["strategy"] == "single" and summary["sampler"] == "heun"
     assert len(list((out / "frames").iterdir())) == 2
+
+
+def test_posthoc_ema_checkpoint_samples(tmp_path, capsys):
+    """A VIVID run that keeps EDM2's two EMAs (train.ema_posthoc), reconstructed at σ_rel 0.08 by `vantage ema`,
+    samples with `vantage sample` like any checkpoint."""
+    from helpers import VIVID_TINY_SET
+
+    run = tmp_path / "run"
+    assert main(["train", "vivid", "--data", "synthetic", "-o", "num_objects=4", "-o", "views=4", "--out", str(run),
+                 "--steps", "3", "--batch", "2", "--device", "cpu", *VIVID_TINY_SET, "--set", "train.ema=power",
+                 "--set", "train.ema_posthoc=true", "--set", "train.ema_posthoc_every=1", "--set",
+                 "train.num_workers=0", "--set", "train.sample_every=0", "--set", "train.progress=false"]) == 0
+    out = tmp_path / "ema008"
+    assert main(["ema", str(run), "--sigma-rel", "0.08", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["method"] == "vivid" and cfg["step"] == 3 and cfg["posthoc_ema"]["sigma_rel"] == 0.08
+    assert {s["sigma_rel"] for s in cfg["posthoc_ema"]["snapshots"]} == {0.05, 0.1}
+    assert type(load_checkpoint(out)) is VIVID
+    img = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(img)
+    assert main(["sample", "--checkpoint", str(out), "--input", str(img), "--orbit", "2", "--out",
+                 str(tmp_path / "orbit"), "--strategy", "single", "--steps", "2", "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "orbit" / "frames").iterdir())) == 2

@@ -368,8 +368,9 @@ _SHAPES = {"default_sampler": "heun", "default_steps": 32, "default_guidance": 1
            "input_elevation_deg": 30.0, "input_radius": 2.5, "input_fov_deg": 40.0}
 # Training defaults (``vantage train``; the command line overrides them). EDM2's (Karras et al. 2024): Adam
 # (0.9, 0.99) without weight decay or clipping, inverse-sqrt decay after a reference step, power-function EMA
-# (sigma_rel 0.05; EDM2 also keeps 0.10, the trainer keeps one). The paper's base model: lr 0.012 at batch 1024,
-# decay after 35k steps, with EDM2's 10 Mimg ramp-up; the synthetic presets: the CPU-sized recipe of docs/vivid.md.
+# (sigma_rel 0.05; EDM2 also keeps 0.10 for its post-hoc EMA: --set train.ema_posthoc=true, off by default). The
+# paper's base model: lr 0.012 at batch 1024, decay after 35k steps, with EDM2's 10 Mimg ramp-up; the synthetic
+# presets: the CPU-sized recipe of docs/vivid.md.
 EDM2_TRAIN = {"lr_schedule": "inv_sqrt", "betas": (0.9, 0.99), "grad_clip": None, "ema": "power", "ema_std": 0.05}
 PAPER_TRAIN = {"lr": 0.012, "lr_decay_ref": 35_000, "warmup": "10mimg", **EDM2_TRAIN}
 SHAPES_TRAIN = {"lr": 0.01, "lr_decay_ref": 5000, "warmup": 500, **EDM2_TRAIN}
