@@ -440,13 +440,19 @@ def test_loss_decreases_on_a_fixed_batch():
 
 
 # ---------------------------------------------------------------------------------------- sampling
-def test_encoder_runs_once_per_sampling_loop():
+def counted_model() -> tuple[GeNVS, list[int], object, ViewSet]:
+    """A tiny GeNVS whose encoder calls are recorded (batch size of each), a toy object and its first two views."""
     m = randomize(tiny(), std=0.05).eval()
-    calls = []
+    calls: list[int] = []
     m.encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
     obj = ToyDataset(1, 8, 16).load(0)
+    views = view_set(obj.images[None, :2], obj.cameras[None, :2], torch.tensor([[True, True]]))
+    return m, calls, obj, views
+
+
+def test_encoder_runs_once_per_sampling_loop():
+    m, calls, obj, views = counted_model()
     cams = obj.cameras
-    views = view_set(obj.images[None, :2], cams[None, :2], torch.tensor([[True, True]]))
     cond = ViewSetCond(views, cams[[4]])
     sigmas = m.sampling_sigmas(4)
     for name, guidance in (("single", None), ("stochastic", 2.0)):
@@ -471,12 +477,8 @@ def test_encoder_runs_once_per_sampling_loop():
 def test_fixed_input_views_are_encoded_once_across_targets(tmp_path):
     from vantage.cli.sample_outputs import write_field_renders
 
-    m = randomize(tiny(), std=0.05).eval()
-    calls = []
-    m.encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
-    obj = ToyDataset(1, 8, 16).load(0)
+    m, calls, obj, views = counted_model()
     cams = obj.cameras
-    views = view_set(obj.images[None, :2], cams[None, :2], torch.tensor([[True, True]]))
     den = m.single_view_denoiser()
     with torch.no_grad():
         feats = [den.prepare(ViewSetCond(views, cams[[t]])) for t in (3, 4, 5)]  # one set, three targets
