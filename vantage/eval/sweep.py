@@ -160,7 +160,8 @@ def save_sweep_plot(doc: dict[str, Any], path: Path) -> None:
             ax.plot(xs, [r[f"baseline_{m}"] for r in rows], "s--", color="gray", label="copy nearest input")
         else:
             for x, r in zip(xs, rows):
-                ax.annotate(f"{r['value']} step{'' if r['value'] == 1 else 's'}", (x, r[m]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+                steps = f"{r['value']} step{'' if r['value'] == 1 else 's'}"
+                ax.annotate(steps, (x, r[m]), fontsize=7, textcoords="offset points", xytext=(3, 3))
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set(xlabel="input views" if views else "NFE per view", ylabel=label)
