@@ -25,8 +25,9 @@ bilinearly upsampled to ``R`` and concatenated to the scaled noisy target ``c_in
 
 Presets: ``vivid-sr256`` (64 -> 256 on RealEstate10K: 64 channels, mult 1-2-3-4, 3 blocks, heads of 32, no
 attention above the lowest level, RealEstate10K statistics at 256 px: the structure of the reference code's SR
-configuration), ``vivid-sr`` (an alias of it: the name wins over the method's bare defaults) and
-``vivid-shapes-sr64`` (32 -> 64 on the synthetic data, CPU-sized).
+configuration) and ``vivid-shapes-sr64`` (32 -> 64 on the synthetic data, CPU-sized). ``vivid-sr`` names the
+method itself (its bare defaults: no camera statistics, so the camera vector is not standardised, and no training
+defaults), as every method name does; the paper's stage is ``vivid-sr256``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from vantage.diffusion.losses import edm2_loss
 from vantage.diffusion.noise import randn
 from vantage.diffusion.samplers import get_sampler
 from vantage.diffusion.schedules import sample_lognormal_sigma
-from vantage.methods import PRESETS, register_preset
+from vantage.methods import register_preset
 from vantage.methods.base import ViewCond, sampler_options_for
 from vantage.methods.vivid import PAPER_TRAIN, SHAPES_TRAIN, VIVID, VIVIDConfig, _shapes_stats
 from vantage.methods.vivid_camera import reference_camera_statistics
@@ -222,12 +223,6 @@ register_preset("vivid-sr256", "vivid-sr", {
 }, "VIVID's 64 -> 256 super-resolution stage for vivid-re10k64 (64 channels, mult 1-2-3-4, 3 blocks, heads of 32, "
    "low-resolution target concatenated to the input, noise augmentation 0.25; unguided)",
    train=PAPER_TRAIN)  # EDM2's schedule and EMA with the base model's values (the paper gives none for the SR stage)
-# `vivid-sr`, the stage's name in the paper and the issue, is the 64 -> 256 preset: without it the method name alone
-# would build the stage without camera statistics and training defaults (at another resolution, also set
-# low_resolution and the statistics: reference_camera_statistics(R)).
-register_preset("vivid-sr", "vivid-sr", dict(PRESETS["vivid-sr256"][1]),
-                "alias of vivid-sr256 (VIVID's 64 -> 256 super-resolution stage with RealEstate10K statistics)",
-                train=PAPER_TRAIN)
 register_preset("vivid-shapes-sr64", "vivid-sr", {
     "resolution": 64, "low_resolution": 32, "model_channels": 32, "channel_mult": (1, 2, 2), "num_blocks": 2,
     "attn_resolutions": (16,), "extra_attn": None, "channels_per_head": 32, **_shapes_stats(64),
