@@ -210,6 +210,25 @@ def test_trainer_snapshots_resume_and_default_off(tmp_path, toy):
         _train(tmp_path / "plain", duration=8, **on)
 
 
+def test_a_restart_from_step_0_drops_the_dead_attempts_snapshots(tmp_path, toy):
+    on = {"ema_posthoc": True, "ema_posthoc_every": 1}
+    with pytest.raises(Killed):  # dies after step 1: a snapshot, no checkpoint yet (ckpt_every 2)
+        _train(tmp_path / "r", kill_after=1, **on)
+    assert {s.sigma_rel for s in list_snapshots(tmp_path / "r")} == {0.05, 0.1}
+    _train(tmp_path / "r", **{**on, "ema_posthoc_stds": [0.05, 0.2]})  # started again, other widths
+    snaps = list_snapshots(tmp_path / "r")
+    assert [(s.step, s.sigma_rel) for s in snaps] == [(k, w) for k in range(1, 7) for w in (0.05, 0.2)]
+    # a file in ema_snapshots/ that vantage did not write stops the resume with its name; nothing is deleted
+    foreign = tmp_path / "r" / SNAPSHOTS / "step-000009-mine.safetensors"
+    foreign.write_bytes(b"not a snapshot")
+    with pytest.raises(ValueError, match="step-000009-mine.safetensors.*move it out"):
+        _train(tmp_path / "r", duration=8, **{**on, "ema_posthoc_stds": [0.05, 0.2]})
+    assert foreign.read_bytes() == b"not a snapshot"
+    # widths must stay distinct in the file names
+    with pytest.raises(ValueError, match="distinct to 4 decimals"):
+        fast_config(ema_posthoc=True, ema_posthoc_stds=[0.05, 0.05001])
+
+
 def test_vantage_ema_writes_a_checkpoint(tmp_path, toy, capsys):
     run = tmp_path / "run"
     _train(run, ema_posthoc=True, ema_posthoc_every=2)

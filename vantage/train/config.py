@@ -211,9 +211,10 @@ class TrainConfig:
         need(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         need(0 < self.ema_std < 0.3, f"train.ema_std must be in (0, 0.3) (sigma_rel of EDM2), got {self.ema_std}")
         need(isinstance(self.ema_posthoc, bool), f"train.ema_posthoc must be true or false, got {self.ema_posthoc!r}")
-        need(len(self.ema_posthoc_stds) >= 1 and len(set(self.ema_posthoc_stds)) == len(self.ema_posthoc_stds)
+        need(len(self.ema_posthoc_stds) >= 1  # distinct as the snapshot files name them (4 decimals)
+             and len({f"{v:.4f}" for v in self.ema_posthoc_stds}) == len(self.ema_posthoc_stds)
              and all(0 < v < 0.3 for v in self.ema_posthoc_stds),
-             f"train.ema_posthoc_stds must be one or more distinct widths in (0, 0.3), got "
+             f"train.ema_posthoc_stds must be one or more widths in (0, 0.3), distinct to 4 decimals, got "
              f"{list(self.ema_posthoc_stds)}")
         need(self.ema_rampup is None or self.ema_rampup > 0, f"train.ema_rampup must be None or > 0, "
                                                              f"got {self.ema_rampup}")

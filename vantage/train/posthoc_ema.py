@@ -206,7 +206,8 @@ def _read_snapshot(path: Path) -> Snapshot:
 
 
 def list_snapshots(run_dir: str | Path) -> list[Snapshot]:
-    """The run's snapshots by increasing step, then width (temp files ignored); ``[]`` when there are none."""
+    """The run's snapshots by increasing step, then width (temp files ignored); ``[]`` when there are none.
+    A file that is not a readable vantage snapshot raises :class:`ValueError` naming it."""
     root = Path(run_dir) / SNAPSHOTS
     if not root.is_dir():
         return []

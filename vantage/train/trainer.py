@@ -85,6 +85,15 @@ class _LossModule(nn.Module):
         return self.method.loss(batch, generator)
 
 
+def _drop_snapshots(run_dir: Path, step: int) -> int:
+    """:func:`remove_snapshots_after`, with a foreign or broken file in ``ema_snapshots/`` as a :class:`ResumeError`."""
+    try:
+        return remove_snapshots_after(run_dir, step)
+    except ValueError as e:
+        raise ResumeError(f"{e}; move it out of {Path(run_dir) / 'ema_snapshots'} (vantage does not delete files it "
+                          f"did not write)") from None
+
+
 class Trainer:
     """Train ``method`` on ``scenes`` with ``config``, writing into ``run_dir``.
 
@@ -218,8 +227,12 @@ class Trainer:
                 dropped = truncate_stats(self.run_dir, start)
                 if dropped:
                     self.say(f"dropped {dropped} stats line(s) logged after step {start} (the run died after them)")
-                if posthoc is not None and (gone := remove_snapshots_after(self.run_dir, start)):
+                if posthoc is not None and (gone := _drop_snapshots(self.run_dir, start)):
                     self.say(f"removed {gone} EMA snapshot(s) written after step {start} (they are written again)")
+        elif posthoc is not None and ctx.is_main and (gone := _drop_snapshots(self.run_dir, 0)):
+            # a start from step 0 in a run folder that died before its first checkpoint: its snapshots belong to
+            # the dead attempt (perhaps with other widths or learning rate), never mixed into this run's
+            self.say(f"removed {gone} EMA snapshot(s) of an earlier attempt that left no checkpoint")
         if start >= plan.total_steps:
             self.say(f"the run is already at step {start} of {plan.total_steps}; nothing to do "
                      f"(pass a larger --steps to continue it)")
