@@ -173,6 +173,17 @@ def test_sweeps_through_the_cli(ckpt, tmp_path, capsys):
         assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out",
                      str(tmp_path / "bad"), *bad]) == 2
         assert why in capsys.readouterr().err
+    # a sweep that fails before generating anything leaves no folder behind (the same command then runs)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "no-run"), "--protocol", str(proto), "--out",
+                 str(tmp_path / "failed"), "--sweep-steps", "1,2"]) == 2
+    assert not (tmp_path / "failed").exists()
+    capsys.readouterr()
+    # a protocol without PSNR/SSIM (here only LPIPS, whose weights are absent): the summary says so
+    only = tmp_path / "lpips.json"
+    only.write_text(json.dumps({**BASE, "target_views": [6], "metrics": {"names": ["lpips"]}}))
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(only), "--out", str(tmp_path / "lp"),
+                 "--sweep-steps", "1"]) == 0
+    assert "steps 1: no PSNR/SSIM/LPIPS in the protocol's metrics" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse refuses it
         main(["evaluate", "--checkpoint", str(ckpt), "--protocol", str(proto), "--out", str(tmp_path / "bad"),
               "--sweep-views", "0,1"])

@@ -161,9 +161,9 @@ def _sweep(args: argparse.Namespace, protocol, out: Path, device: str) -> int:
                            objects=args.objects, steps=args.steps, resolution=args.resolution, guidance=args.guidance,
                            guide=args.guide, sr_checkpoint=args.sr_checkpoint, overwrite=args.overwrite)
     for r in doc["rows"]:
+        scores = _summary_line({"mean": r}) or "no PSNR/SSIM/LPIPS in the protocol's metrics"
         base = "" if r["baseline_psnr"] is None else f" (copy nearest input {r['baseline_psnr']:.2f} dB)"
-        print(f"{which} {r['value']}: PSNR {r['psnr']:.2f} dB{base}, SSIM {r['ssim']:.3f}, "
-              f"{r['nfe_per_view']:.1f} NFE / view")
+        print(f"{which} {r['value']}: {scores}{base}, {r['nfe_per_view']:.1f} NFE / view")
     print(f"wrote to {out}/: {', '.join(doc['files'])}")
     return 0
 

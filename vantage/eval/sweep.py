@@ -8,8 +8,8 @@ runs one checkpoint-mode evaluation per value (:func:`~vantage.eval.evaluate_mod
   copy-the-nearest-input baseline, NFE and seconds per generated view, the 3D consistency score when
   the protocol asks for it, the folder;
 * ``sweep.md``: the same as a Markdown table;
-* ``sweep.png``: PSNR and SSIM against the number of input views (with the copy baseline) or against
-  the NFE per view (each point labelled with its steps).
+* ``sweep.png``: PSNR, SSIM (and LPIPS when computed) against the number of input views (with the copy
+  baseline) or against the NFE per view (each point labelled with its steps).
 
 Views sweep: the protocol must name its input views as a list; its first input view starts ``K`` input
 views spread evenly over each object's views in id order (on the 24-view ring from view 0: 1 -> [0],
@@ -103,11 +103,11 @@ def sweep_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path, ou
         ids = _view_ids(ds, select_objects(ds, protocol, objects)[0])
         sets, targets = sweep_view_sets(protocol, ids, values)
         views = {k: (sets[k], targets) for k in values}
-    out, _ = prepare_evaluation_dir(out, overwrite)
-    rows = []
+    prepare_evaluation_dir(out, overwrite, create=False)  # checked here; created by the first evaluation, after
+    rows = []  # its own checks (a sweep that fails before generating anything leaves no folder behind)
     for v in sorted(values):
         sub = out / f"{sweep}-{v}"
-        sub, previous = prepare_evaluation_dir(sub, overwrite)
+        sub, previous = prepare_evaluation_dir(sub, overwrite, create=False)
         log(f"[sweep] {sweep} = {v}" + (f": inputs {views[v][0]}" if sweep == "views" else "") + f" -> {sub}")
         run = evaluate_checkpoint(checkpoint, protocol, sub, data=data, device=device, objects=objects,
                                   steps=v if sweep == "steps" else steps, resolution=resolution, guidance=guidance,
@@ -119,8 +119,8 @@ def sweep_checkpoint(checkpoint: str | Path, protocol: Protocol | str | Path, ou
            "targets": views[values[0]][1] if views else None, "rows": rows}
     (out / "sweep.json").write_text(json.dumps(doc, indent=1))
     (out / "sweep.md").write_text(sweep_markdown(doc))
-    save_sweep_plot(doc, out / "sweep.png")
-    return {**doc, "files": ["sweep.json", "sweep.md", "sweep.png"] + [f"{r['folder']}/" for r in rows]}
+    plot = ["sweep.png"] if save_sweep_plot(doc, out / "sweep.png") else []
+    return {**doc, "files": ["sweep.json", "sweep.md", *plot] + [f"{r['folder']}/" for r in rows]}
 
 
 def _f(v: Any, digits: int) -> str:
@@ -143,20 +143,25 @@ def sweep_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_sweep_plot(doc: dict[str, Any], path: Path) -> None:
-    """PSNR and SSIM against the input views (with the copy baseline) or against the NFE per view."""
+def save_sweep_plot(doc: dict[str, Any], path: Path) -> bool:
+    """PSNR, SSIM and LPIPS (those the protocol computed) against the input views (with the copy baseline) or
+    against the NFE per view; ``False`` (nothing written) when none was computed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = doc["rows"]
+    metrics = [(m, label) for m, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"))
+               if all(r[m] is not None for r in rows)]
+    if not metrics:
+        return False
     views = doc["sweep"] == "views"
     xs = [r["value"] if views else r["nfe_per_view"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, m, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    for ax, (m, label) in zip(axes[0], metrics):
         ax.plot(xs, [r[m] for r in rows], "o-", label="model")
-        if views:
+        if views and m != "lpips":
             ax.plot(xs, [r[f"baseline_{m}"] for r in rows], "s--", color="gray", label="copy nearest input")
         else:
             for x, r in zip(xs, rows):
@@ -170,3 +175,4 @@ def save_sweep_plot(doc: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
