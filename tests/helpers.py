@@ -86,3 +86,30 @@ def save_tiny_run(folder, name: str, overrides: dict, scale: float = 0.02, seed:
                 p.add_(torch.randn_like(p) * scale)
     save_checkpoint(folder, 1, config={**m.to_json(), "step": 1}, weights=m.state_dict(), training_state={})
     return folder
+
+
+#: a GeNVS of about 0.1M parameters (16 px); a training step takes a few tens of ms on a CPU
+GENVS_TINY = dict(resolution=16, encoder_ch=8, encoder_ch_mult=(1, 2), volume_channels=4, volume_depth=8,
+                  volume_resolution=8, mlp_hidden=16, feature_channels=6, samples_stratified=6, samples_importance=6,
+                  render_resolution=8, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_heads=2,
+                  norm_groups=4, default_sampler="euler", default_steps=2, preview_steps=2, preview_count=2)
+
+
+def tiny_genvs(**over):
+    """A tiny GeNVS (:data:`GENVS_TINY` with ``over``), built after ``torch.manual_seed(0)``."""
+    from vantage.methods import build_method
+
+    torch.manual_seed(0)
+    return build_method("genvs", {**GENVS_TINY, **over})
+
+
+def view_set(images: torch.Tensor, cams, valid: torch.Tensor):
+    """A :class:`~vantage.data.views.ViewSet` of ``images (B, N, 3, H, W)``, cameras ``(B, N)``, ``valid (B, N)``."""
+    from vantage.data.views import ViewSet
+
+    return ViewSet(images=images, cameras=cams, valid=valid, view_ids=torch.zeros_like(valid, dtype=torch.long))
+
+
+def genvs_batch(n: int = 2, seed: int = 0, res: int = 16, model=None) -> PairBatch:
+    """:func:`pair_batch` with the pair sampler of ``model`` (default: :func:`tiny_genvs`)."""
+    return pair_batch(n, seed, res, (model or tiny_genvs()).pair_sampler())
