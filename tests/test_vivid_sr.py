@@ -223,3 +223,109 @@ def test_single_target_walks_chain_the_sr_stage(runs, tmp_path, capsys):
     assert len(walk) == 2 and all(_size(f) == (16, 16) for f in walk)
     with Image.open(walk[-1]) as last, Image.open(sorted((out / "frames_base").iterdir())[1]) as frame:
         assert np.array_equal(np.asarray(last), np.asarray(frame))  # the walk's last pose is the frame
+
+
+# ------------------------------------------------------------------------------------ reference SR weights
+SR_FIXTURE = Path(__file__).parent / "data" / "vivid_sr_reference.safetensors"
+
+
+def _sr_reference():
+    """The recorded reference SR network (``tests/data/vivid_sr_reference.*``: random weights, its inputs and
+    outputs; see the README there) as ``(tensors, info)``; skips when the file is missing."""
+    if not SR_FIXTURE.is_file():
+        pytest.skip(f"reference SR fixture {SR_FIXTURE} missing (made with the authors' code; see "
+                    f"tests/data/README.md)")
+    from safetensors.torch import load_file
+
+    return load_file(str(SR_FIXTURE)), json.loads(SR_FIXTURE.with_suffix(".json").read_text())
+
+
+def _reference_state_file(d: dict, path: Path, drop=(), add=None) -> Path:
+    from safetensors.torch import save_file
+
+    state = {k[6:]: v.float().contiguous() for k, v in d.items() if k.startswith("state.") and k[6:] not in drop}
+    save_file({**state, **(add or {})}, str(path))
+    return path
+
+
+def test_reference_sr_weights_through_convert(tmp_path, capsys):
+    """`vantage convert vivid` on the reference SR network's state dict: detected by its 7-channel input conv,
+    converted to `vivid-sr` with the reference's head widths (32 in the denoiser, 64 in the encoder), it
+    reproduces the reference's D(x), log-variance and encoder features to 1e-5."""
+    d, info = _sr_reference()
+    weights = _reference_state_file(d, tmp_path / "sr.safetensors")
+    assert main(["convert", "vivid", str(weights), "--out", str(tmp_path / "run")]) == 0
+    assert "super-resolution 4 -> 16" in capsys.readouterr().out
+    m = load_checkpoint(tmp_path / "run").eval()
+    assert type(m) is VIVIDSR
+    c, r = m.config, info["net_config"]["img_resolution"]
+    assert (c.resolution, c.low_resolution, c.channels_per_head, c.encoder_channels_per_head) == (r, r // 4, 32, 64)
+    assert c.noisy_sr == info["net_config"]["noisy_sr"]
+    assert sum(v.numel() for v in m.state_dict().values()) == info["num_state_numbers"]
+    heads = {f"unet.{n}": b.num_heads for n, b in m.net.unet.attention_blocks()}
+    heads.update({f"encoder.{n}": b.num_heads for n, b in m.net.encoder.attention_blocks()})
+    assert heads == info["attention_heads"]
+    # the low-resolution input the reference's denoiser received: the upsampled image + noisy_sr · N(0, 1)
+    assert torch.allclose(upsample_bilinear(d["in.low"], r), d["in.conditioning_image"], atol=1e-6)
+    assert torch.allclose(d["in.conditioning_image"] + c.noisy_sr * d["in.sr_noise"], d["in.low_res_noised"],
+                          atol=1e-6)
+    src = Cameras.from_w2c(d["in.src_w2c"], d["in.src_K"], r, r)
+    tgt = Cameras.from_w2c(d["in.tgt_w2c"], d["in.tgt_K"], r, r)
+    cond = SRCond(d["in.src"], src, tgt, low_res=d["in.low_res_noised"])
+    _, label, _ = m.conditioning(cond)
+    assert torch.allclose(label, d["in.geometry"], atol=1e-4)  # the standardised 20-D vector at 16 px
+    with torch.no_grad():
+        D, logvar = m.edm2_denoiser()(d["in.dst"], d["in.sigma"], cond, return_logvar=True)
+        feats = m.net.features(d["in.src"], d["in.sigma"].log() / 4, d["in.geometry"])
+    assert (D - d["out.D_x"]).abs().max() < 1e-5
+    assert (logvar - d["out.logvar"]).abs().max() < 1e-5
+    assert [f"unet.{n}" for n, _ in m.net.unet.attention_blocks()] == info["xattn_blocks_in_order"]
+    assert len(feats) == len(info["feature_shapes"])
+    for i, f in enumerate(feats):
+        assert (f - d[f"out.feature.{i}"]).abs().max() < 1e-5
+    # the explicit preset gives the same model
+    assert main(["convert", "vivid", str(weights), "--out", str(tmp_path / "run2"), "--preset", "vivid-sr256"]) == 0
+    m2 = load_checkpoint(tmp_path / "run2")
+    assert m2.config == c and all(torch.equal(v, m.state_dict()[k]) for k, v in m2.state_dict().items())
+
+
+def test_reference_sr_weights_mismatches_are_named(tmp_path, capsys):
+    d, _ = _sr_reference()
+    # a base-model preset for SR weights: refused, naming the input conv
+    weights = _reference_state_file(d, tmp_path / "sr.safetensors")
+    assert main(["convert", "vivid", str(weights), "--out", str(tmp_path / "a"), "--preset", "vivid-re10k64"]) == 2
+    err = capsys.readouterr().err
+    assert "vivid-re10k64 is a vivid preset" in err and "unet.enc.16x16_conv.weight" in err and "(32, 7, 3, 3)" in err
+    # a missing and an unexpected key are listed by name
+    bad = _reference_state_file(d, tmp_path / "bad.safetensors", drop=("unet.dec.8x8_in0.x_attn_kv.weight",),
+                                add={"unet.dec.8x8_in0.extra.weight": torch.zeros(2)})
+    assert main(["convert", "vivid", str(bad), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "missing keys: net.unet.dec.8x8_in0.x_attn_kv.weight" in err
+    assert "unexpected keys: unet.dec.8x8_in0.extra.weight" in err
+    # other input widths (depth, warped coordinates) are not the SR network
+    odd = _reference_state_file(d, tmp_path / "odd.safetensors", drop=("unet.enc.16x16_conv.weight",),
+                                add={"unet.enc.16x16_conv.weight": torch.zeros(32, 8, 3, 3)})
+    assert main(["convert", "vivid", str(odd), "--out", str(tmp_path / "c")]) == 2
+    assert "takes 7 input channels" in capsys.readouterr().err
+
+
+def test_sr_preset_refuses_base_weights(tmp_path, capsys):
+    """`--preset vivid-sr256` on a base model's state dict (3-channel input conv) is an error naming the key."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = build_method("vivid", {**TINY, "resolution": 16, "attn_resolutions": (8,)})
+    ref = {}
+    for k, v in base.state_dict().items():  # ours -> the reference's names (the inverse of the converter's map)
+        ref[k[4:] if k.startswith("net.") else k.replace("logvar.weight", "logvar_linear.weight")
+            .replace("logvar.", "logvar_fourier.")] = v.contiguous()
+    save_file(ref, str(tmp_path / "base.safetensors"))
+    assert main(["convert", "vivid", str(tmp_path / "base.safetensors"), "--out", str(tmp_path / "ok"), "--set",
+                 "channels_per_head=8"]) == 0
+    assert type(load_checkpoint(tmp_path / "ok")).__name__ == "VIVID"
+    capsys.readouterr()
+    assert main(["convert", "vivid", str(tmp_path / "base.safetensors"), "--out", str(tmp_path / "sr"), "--preset",
+                 "vivid-sr256"]) == 2
+    err = capsys.readouterr().err
+    assert "vivid-sr256 is a vivid-sr preset" in err and "unet.enc.16x16_conv.weight" in err

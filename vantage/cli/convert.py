@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", type=Path, help="weights file: .pt / .pth (torch.load, weights_only) or .safetensors")
     p.add_argument("--out", required=True, type=Path, help="run folder to write (new or empty)")
     p.add_argument("--preset", default=None, help="preset giving what the weights cannot tell "
-                                                  "(default: viewfusion-nmr64 / vivid-re10k64, the released models')")
+                                                  "(default: viewfusion-nmr64 / vivid-re10k64, the released models'; "
+                                                  "vivid-uncond or vivid-sr256 for VIVID's guide or SR weights)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
                    help="a config field of the method (JSON or plain text), e.g. resolution=32, norm_groups=8")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")

@@ -96,6 +96,9 @@ class VIVIDSRConfig(VIVIDConfig):
             None = ``resolution // 4`` (the paper's 64 -> 256).
         noisy_sr: standard deviation of the Gaussian noise added to the upsampled low-resolution target, in
             training and sampling (reference: 0.25).
+        encoder_channels_per_head: attention head width of the encoder UNet (over the source view); None = the
+            denoiser's ``channels_per_head``. The reference code's SR network has heads of 32 in its denoiser and
+            of 64 (EDM2's default) in its encoder; ``vantage convert vivid`` sets 64 for its weights.
 
     The structure defaults are the reference code's SR configuration (64 channels, heads of 32, no extra
     attention; the rest as :class:`~vantage.methods.vivid.VIVIDConfig`). Guidance fields must stay unset
@@ -109,6 +112,7 @@ class VIVIDSRConfig(VIVIDConfig):
     channels_per_head: int = 32
     extra_attn: int | None = None
     default_guidance: float = 1.0
+    encoder_channels_per_head: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,6 +126,8 @@ class VIVIDSRConfig(VIVIDConfig):
             raise ValueError("the SR stage needs its source view (conditional=True)")
         if self.guide_checkpoint or self.default_guidance not in (0.0, 1.0):
             raise ValueError("the SR stage is unguided: leave guide_checkpoint empty and default_guidance at 1")
+        if self.encoder_channels_per_head is not None and self.encoder_channels_per_head < 1:
+            raise ValueError(f"encoder_channels_per_head must be >= 1 or None, got {self.encoder_channels_per_head}")
 
     def unet_config(self) -> EDM2UNetConfig:
         """The denoiser: the base structure with 3 more input channels (the upsampled low-resolution target)."""
@@ -129,7 +135,11 @@ class VIVIDSRConfig(VIVIDConfig):
         return dataclasses.replace(base, in_channels=base.in_channels + 3)
 
     def encoder_config(self) -> EDM2UNetConfig:
-        return super().unet_config()
+        """The encoder: the base structure (3 input channels), heads of ``encoder_channels_per_head``."""
+        base = super().unet_config()
+        if self.encoder_channels_per_head is None:
+            return base
+        return dataclasses.replace(base, channels_per_head=self.encoder_channels_per_head)
 
 
 class VIVIDSR(VIVID):
