@@ -119,6 +119,7 @@ def test_vivid_sr_is_the_method_and_vivid_sr256_the_papers_stage(capsys):
     assert VIVIDSRConfig().camera_mean is None and vm.preset_train_defaults("vivid-sr") == {}
     cfg = vm.method_class("vivid-sr").config_class(**presets["vivid-sr256"][1])
     assert cfg.camera_mean[12] == pytest.approx(57.708 * 4) and (cfg.resolution, cfg.low_resolution) == (256, 64)
+    assert (cfg.channels_per_head, cfg.encoder_channels_per_head) == (32, 64)  # as the reference code
     assert main(["train", "--list"]) == 0
     assert any(line.startswith("vivid-sr256 ") for line in capsys.readouterr().out.splitlines())
 

@@ -228,9 +228,11 @@ class VIVIDSR(VIVID):
 _SR256_MEAN, _SR256_STD = reference_camera_statistics(256)
 register_preset("vivid-sr256", "vivid-sr", {
     "resolution": 256, "low_resolution": 64, "model_channels": 64, "channel_mult": (1, 2, 3, 4), "num_blocks": 3,
-    "attn_resolutions": (16, 8), "extra_attn": None, "channels_per_head": 32, "dropout": 0.0, "noisy_sr": 0.25,
-    "camera_mean": _SR256_MEAN, "camera_std": _SR256_STD, "default_sampler": "heun", "default_steps": 32,
-}, "VIVID's 64 -> 256 super-resolution stage for vivid-re10k64 (64 channels, mult 1-2-3-4, 3 blocks, heads of 32, "
+    "attn_resolutions": (16, 8), "extra_attn": None, "channels_per_head": 32, "encoder_channels_per_head": 64,
+    "dropout": 0.0, "noisy_sr": 0.25, "camera_mean": _SR256_MEAN, "camera_std": _SR256_STD, "default_sampler": "heun",
+    "default_steps": 32,
+}, "VIVID's 64 -> 256 super-resolution stage for vivid-re10k64 (64 channels, mult 1-2-3-4, 3 blocks, heads of 32 "
+   "in the denoiser and 64 in the encoder as the reference code, "
    "low-resolution target concatenated to the input, noise augmentation 0.25; unguided)",
    train=PAPER_TRAIN)  # EDM2's schedule and EMA with the base model's values (the paper gives none for the SR stage)
 register_preset("vivid-shapes-sr64", "vivid-sr", {
