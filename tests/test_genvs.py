@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -348,8 +349,34 @@ def test_checkpoint_round_trip_and_vantage_sample(tmp_path, capsys):
         files = sorted((out2 / "field" / kind).iterdir())
         assert len(files) == 3 and Image.open(files[0]).size == (16, 16)
     assert Image.open(out2 / "field" / "field.gif").n_frames == 3
+    # field_pooled/: the field of the set that conditioned each frame; frames 0 and 1 are the inputs (copied)
+    assert summary["field_pooled_sets"][2] == {"frame": 2, "generated": True, "input_views": [0, 1], "frames": []}
+    # one input, 4 frames: frame 0 (the input) and frame 1 (the first generated one) had the input alone, so they
+    # render as field/ does; frame 2 also pooled frame 1, frame 3 frames 1 and 2
+    out4 = tmp_path / "pooled4"
+    assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "4", "--steps", "1",
+                 "--out", str(out4), "--device", "cpu"]) == 0
+    for kind in ("rgb", "depth"):
+        assert [f.name for f in sorted((out4 / "field_pooled" / kind).iterdir())] == [f"{i:03d}.png" for i in range(4)]
+    assert Image.open(out4 / "field_pooled" / "field.gif").n_frames == 4
+
+    def png(folder: str, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(Image.open(out4 / folder / "rgb" / f"{i:03d}.png"))).int()
+
+    for i in (0, 1):
+        assert (png("field_pooled", i) - png("field", i)).abs().max() <= 1  # the same set at the same camera
+    assert (png("field_pooled", 2) - png("field", 2)).abs().float().mean() > 1
+    assert json.loads((out4 / "sample.json").read_text())["field_pooled_sets"] == [
+        {"frame": 0, "generated": False, "input_views": [0], "frames": []},
+        {"frame": 1, "generated": True, "input_views": [0], "frames": []},
+        {"frame": 2, "generated": True, "input_views": [0], "frames": [1]},
+        {"frame": 3, "generated": True, "input_views": [0], "frames": [1, 2]}]
+    single = json.loads((out / "sample.json").read_text())  # another strategy: no pooled field
+    assert "field_pooled_sets" not in single and not (out / "field_pooled").exists() and (out / "field").is_dir()
     assert main(["sample", "--checkpoint", str(run), "--input", str(data), "--orbit", "2", "--strategy",
-                 "genvs-pooled", "--steps", "1", "--out", str(tmp_path / "x"), "--device", "cpu"]) == 0
+                 "genvs-pooled", "--no-autoregressive", "--steps", "1", "--out", str(tmp_path / "x"),
+                 "--device", "cpu"]) == 0
+    assert not (tmp_path / "x" / "field_pooled").exists()  # fixed views: every frame had the inputs alone
     # --max-cond-views: the pooled set size; with 2 inputs and K = 2 the latest view replaces the second input
     capsys.readouterr()
     out3 = tmp_path / "k2"

@@ -47,6 +47,9 @@ Writes into ``--out`` (which must be new or empty, unless ``--overwrite``):
   their per-pixel weights (``NNN.png``), ``orbit.gif``, ``weights.pt`` and ``summary.json``;
 * ``intermediates/NNN/SSS.png`` (``--save-intermediates``): the x̂0 estimate of every denoising step
   ``SSS`` of every generated frame ``NNN``;
+* ``field/`` (GeNVS): the input views' feature field rendered at every frame (``rgb/``, ``depth/``,
+  ``field.gif``); ``field_pooled/`` (GeNVS, ``genvs-pooled``, autoregressive): the field of the pooled set that
+  conditioned each frame, whose members ``sample.json`` lists in ``field_pooled_sets``;
 * ``walks/NNN/SSS.png`` and ``walks/NNN/cameras.json`` (``--walk-step`` with ``--save-walks``): the poses ``SSS``
   of the walk to frame ``NNN`` (the last is the frame) and their cameras;
 * ``sample.json``: the settings, timings, NFE and the PSNR against ground truth where known.
@@ -225,7 +228,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from vantage.cli.main import UserError
-    from vantage.cli.sample_outputs import write_field_renders, write_sample
+    from vantage.cli.sample_outputs import PooledSets, write_field_renders, write_sample
     from vantage.cli.sample_strategy import choose_strategy, composed_set_note
     from vantage.cli.sample_vivid import apply_guide, guidance_summary, load_sr, super_resolve
     from vantage.cli.sample_walk import intermediates_by_step, run_walks, walk_plan_text, walk_summary, write_walks
@@ -306,6 +309,8 @@ def cmd_sample(args) -> int:
         labels = ([Path(files_in[j]).stem[:12] for j in in_idx] if files_in else
                   [f"view {i}" for i in in_idx] if k > 1 else ["input"])
         recorder = WeightRecorder(inputs.images, args.save_weights, input_labels=labels)
+    # genvs-pooled orbits: the set that conditioned each frame (field_pooled/); no composed weights to record then
+    pooled = PooledSets(k) if strategy_name == "genvs-pooled" and args.autoregressive and not walking else None
     steps_x0: dict[int, list[Any]] = {}  # orbit step -> x̂0 of every denoising step (sample 0), uint8
 
     def keep_x0(info: dict[str, Any]) -> None:
@@ -326,7 +331,7 @@ def cmd_sample(args) -> int:
                 result = autoregressive_orbit(method, inputs, targets, strategy=strategy, order=order,
                                               sampler=sampler, sampler_options=sampler_options, steps=steps,
                                               guidance=guidance, seed=args.seed, device=device, progress=True,
-                                              autoregressive=args.autoregressive, callback=recorder,
+                                              autoregressive=args.autoregressive, callback=pooled or recorder,
                                               strategy_options=strategy_options,
                                               step_callback=keep_x0 if args.save_intermediates else None)
     except (KeyError, ValueError) as e:
@@ -342,8 +347,10 @@ def cmd_sample(args) -> int:
                                   weights_mode=args.save_weights, intermediates=steps_x0)
     files += ["frames_base/ (the model's frames before super-resolution)"] if sr is not None else []
     files += write_walks(out, walks) if walks is not None and args.save_walks else []
-    if callable(getattr(method, "render_conditioning", None)):  # GeNVS: what the inputs' feature field knows
-        files += write_field_renders(out, method, inputs, result.cameras[0], fps=args.fps, device=device)
+    pooled_sets, pooled_members = pooled.frame_sets(result, inp) if pooled is not None else (None, None)
+    if callable(getattr(method, "render_conditioning", None)):  # GeNVS: what the inputs' (pooled sets') field knows
+        files += write_field_renders(out, method, inputs, result.cameras[0], fps=args.fps, device=device,
+                                     pooled=pooled_sets)
     summary = {"checkpoint": str(folder), "method": method.name, "input": [str(p) for p in args.input],
                "scene": inp.scene, "input_views": in_idx, "notes": inp.notes + notes,
                "targets": args.targets or ("cameras" if args.cameras else "orbit"), "target_cameras": target_kind,
@@ -355,6 +362,7 @@ def cmd_sample(args) -> int:
                "intermediates": args.save_intermediates, "seed": args.seed, "device": device, **written,
                "sr_checkpoint": str(sr_folder) if sr is not None else None,
                **(walk_summary(walks, args.walk_step) if walks is not None else {}),
+               **({"field_pooled_sets": pooled_members} if pooled_members is not None else {}),
                "seconds_total": round(time.perf_counter() - t_start, 3)}
     if args.max_context is not None:  # the views in each frame's bounded context (interpolated: before its window)
         summary["context_sizes"] = [min(n, k + args.max_context) for n in summary["set_sizes"]]
