@@ -85,6 +85,15 @@ class _LossModule(nn.Module):
         return self.method.loss(batch, generator)
 
 
+def _close_loader(batches: Any) -> None:
+    """Stop a DataLoader iterator's worker processes now. The iterator sits in a reference cycle, so without this
+    its workers outlive ``fit()`` until the garbage collector runs: idle processes holding memory in a program that
+    trains several runs in one process (``bench/harness.py``)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own clean-up, as in its __del__
+    if callable(shutdown):
+        shutdown()
+
+
 def _drop_snapshots(run_dir: Path, step: int) -> int:
     """:func:`remove_snapshots_after`, with a foreign or broken file in ``ema_snapshots/`` as a :class:`ResumeError`."""
     try:
@@ -362,6 +371,7 @@ class Trainer:
                     break
         finally:
             stop.__exit__()
+            _close_loader(batches)
             self._bar.close()
             self._bar = None
             if logger is not None:
