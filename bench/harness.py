@@ -405,10 +405,21 @@ def write_summary(runs: Path, doc: dict[str, Any], markdown: str) -> None:
     (runs / "harness.md").write_text(markdown)
 
 
+def interruptible() -> None:
+    """Make SIGINT raise KeyboardInterrupt even when the harness was started with it ignored: a shell starts a
+    background job (``nohup python bench/harness.py ... &``) with SIGINT ignored, so ``kill -INT`` did nothing
+    while an evaluation ran (training installs its own handler: checkpoint, then stop)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the harness (see the module docstring); returns 0 when every method was evaluated, else 1."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    interruptible()
     import torch
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -226,3 +226,24 @@ def test_a_run_stopped_before_its_planned_steps_is_detected(tmp_path):
     assert harness.stopped_early(run, 4) and not harness.stopped_early(run, 1)
     assert harness.stopped_early(tmp_path / "empty", 1)  # no checkpoint at all
     assert issubclass(harness.HarnessStopped, BaseException) and not issubclass(harness.HarnessStopped, Exception)
+
+
+def test_a_background_harness_can_be_interrupted(monkeypatch):
+    """A shell starts background jobs with SIGINT ignored; the harness turns KeyboardInterrupt back on (and leaves
+    a handler someone installed alone)."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        harness.interruptible()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        def mine(signum, frame):
+            pass
+
+        signal.signal(signal.SIGINT, mine)
+        harness.interruptible()
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
