@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -239,7 +238,6 @@ def test_the_page_in_a_headless_browser(ckpt, photo, tmp_path, monkeypatch):
 
     from vantage.serve.app import build_app, launch
 
-    t0 = time.perf_counter()
     engine = ServeEngine(ckpt, device="cpu", views=2, steps=2, store=ResultStore(tmp_path / "results"))
     app = build_app(engine)
     port = _free_port()
@@ -286,7 +284,6 @@ def test_the_page_in_a_headless_browser(ckpt, photo, tmp_path, monkeypatch):
     finally:
         driver.quit()
         app.close()
-    assert time.perf_counter() - t0 < 60
 
 
 def test_the_page_uses_a_methods_own_default_strategy(tmp_path):
